@@ -20,6 +20,8 @@ from antinex.options import (
 # Each module has ``register(subparsers)``, which adds its parser and sets ``run``.
 SUBCOMMANDS = (
     "capture.cli",
+    "stream_processor.cli",
+    "models.cli",
     "antinex.broker",
 )
 

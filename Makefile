@@ -1,0 +1,48 @@
+# AntiNex: set up, run the demo, run the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ANTINEX := $(VENV)/bin/antinex
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps broker broker-stop demo test test-unit lint bench clean
+
+# Debian packages the sensor's tests, the lab and the dashboards test use (run as root).
+system-deps:
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		openjdk-17-jre-headless maven tshark tcpreplay tcpdump prometheus iproute2 kcat \
+		libpcap0.8 >/dev/null
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+broker: setup
+	$(ANTINEX) kafka start
+
+broker-stop:
+	$(ANTINEX) kafka stop
+
+demo: broker
+	$(PY) -m bench.demo
+
+test: broker
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -m "not kafka and not netns and not prometheus" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy antinex capture stream_processor models
+
+bench: broker
+	$(PY) bench/bench_sensor.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

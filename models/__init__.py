@@ -1,0 +1,1 @@
+"""Models: datasets, honest training and evaluation, and the model artifacts the processor loads."""
