@@ -150,6 +150,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_flag(
         output,
+        "--context-table-size",
+        scope=scope,
+        default=100_000,
+        type=int,
+        help="Hosts, host pairs and flows kept for context features; 0 turns them off",
+    )
+    add_flag(
+        output,
         "--limit",
         scope=scope,
         default=0,
@@ -221,6 +229,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from capture.context import ContextTracker
     from capture.sensor import Sensor
     from capture.sinks import FileSink
     from capture.sources import LiveSource, PcapSource
@@ -251,8 +260,10 @@ def run(args: argparse.Namespace) -> int:
             payload_bytes=args.payload_bytes,
             client_options=kafka_client_options(args),
         )
-        output = KafkaPublisher(settings)
+        output: KafkaPublisher | FileSink = KafkaPublisher(settings)
     else:
         output = FileSink(args.out, args.output)
-    report = Sensor(source, output, args.payload_bytes, args.limit, args.duration).run()
+    context = ContextTracker(args.context_table_size) if args.context_table_size > 0 else None
+    sensor = Sensor(source, output, args.payload_bytes, args.limit, args.duration, context)
+    report = sensor.run()
     return 0 if report.captured == 0 or report.published or args.output != "kafka" else 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MISSING = -1
 
 # Record types and how each is stored in a binary batch (numpy dtype).
@@ -47,6 +47,14 @@ class Field:
     @property
     def missing(self) -> int | str:
         return "" if self.is_text else MISSING
+
+
+_WINDOWS = (
+    ("h100ms", "0.1 s half-life"),
+    ("h1s", "1 s half-life"),
+    ("h10s", "10 s half-life"),
+    ("h60s", "60 s half-life"),
+)
 
 
 def _layer(layer: str, feature: bool, *rows: tuple[str, str, str]) -> list[Field]:
@@ -254,6 +262,44 @@ FIELDS: tuple[Field, ...] = tuple(
         ("flow_id", "hex", "Stable 64-bit hash of flow_key, hex"),
     )
     + _layer("flow", True, ("flow_dir", "u8", "0 when the source is the lower endpoint, else 1"))
+    + _layer(
+        "context",
+        True,
+        *(
+            (f"ctx_src_{what}_rate_{window}", "f32", f"Source host {unit} per second, {half}")
+            for what, unit in (("pkt", "packets"), ("byte", "bytes"))
+            for window, half in _WINDOWS
+        ),
+        ("ctx_src_size_mean", "f32", "Source host mean frame size, 10 s half-life"),
+        ("ctx_src_size_std", "f32", "Source host frame size spread, 10 s half-life"),
+        ("ctx_src_gap_mean", "f32", "Source host mean seconds between packets, 10 s half-life"),
+        ("ctx_src_gap_std", "f32", "Source host spread of seconds between packets, 10 s"),
+        (
+            "ctx_src_new_port_rate",
+            "f32",
+            "New (destination, port) pairs per second from the source",
+        ),
+        ("ctx_src_new_host_rate", "f32", "New destination hosts per second from the source"),
+        ("ctx_src_syn_ratio", "f32", "Share of the source's packets that are SYN without ACK"),
+        ("ctx_src_synack_ratio", "f32", "Share of the source's packets that are SYN-ACK"),
+        ("ctx_src_rst_ratio", "f32", "Share of the source's packets with RST"),
+        ("ctx_src_fin_ratio", "f32", "Share of the source's packets with FIN"),
+        *(
+            (
+                f"ctx_pair_pkt_rate_{window}",
+                "f32",
+                f"Packets per second source to destination, {half}",
+            )
+            for window, half in _WINDOWS
+        ),
+        ("ctx_pair_size_mean", "f32", "Mean frame size source to destination, 10 s half-life"),
+        ("ctx_pair_size_std", "f32", "Frame size spread source to destination, 10 s half-life"),
+        ("ctx_flow_pkts", "u32", "Packets of this flow so far, this one included"),
+        ("ctx_flow_age_s", "f32", "Seconds since the flow's first packet"),
+        ("ctx_flow_first_dir_share", "f32", "Share of the flow's packets sent the first one's way"),
+        ("ctx_flow_size_mean", "f32", "Mean frame size of the flow so far"),
+        ("ctx_flow_gap_mean", "f32", "Mean seconds between the flow's packets so far"),
+    )
 )
 
 NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from antinex.logs import event
 from capture import metrics
+from capture.context import ContextTracker
 from capture.decode import DECODE_ERROR, FrameDecoder, Undecodable
 from capture.sources import LiveSource, PcapSource
 
@@ -50,10 +51,12 @@ class Sensor:
         payload_bytes: int = 16,
         limit: int = 0,
         duration: float = 0.0,
+        context: ContextTracker | None = None,
     ) -> None:
         self.source = source
         self.output = output
         self.decoder = FrameDecoder(source.name, payload_bytes)
+        self.context = context
         self.limit = limit
         self.duration = duration
         self.report = SensorReport()
@@ -78,6 +81,7 @@ class Sensor:
     def _loop(self) -> None:
         decode = self.decoder.decode
         add = self.output.add
+        update_context = self.context.update if self.context else None
         report = self.report
         undecodable = report.undecodable
         started = time.monotonic()
@@ -112,6 +116,8 @@ class Sensor:
             else:
                 if record[DECODE_ERROR]:
                     partial += 1
+                if update_context:
+                    update_context(record)
                 add(record)
                 report.decoded += 1
             last_ts = frame.ts_ns
