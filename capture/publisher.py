@@ -120,7 +120,12 @@ class KafkaPublisher:
             self.counts.queued_records += len(rows)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Publish what is pending, wait up to ``timeout`` seconds, count the rest as dropped."""
+        """Publish what is pending, wait up to ``timeout`` seconds, count the rest as dropped.
+
+        Without a broker connection the wait is short: nothing pending can be sent anyway.
+        """
+        if not self._connected.is_set():
+            timeout = min(timeout, 5.0)
         deadline = time.monotonic() + timeout
         for partition in list(self._pending):
             self._enqueue(partition, wait=max(0.1, deadline - time.monotonic()))
@@ -206,6 +211,7 @@ class KafkaPublisher:
             retries=2**31 - 1,
             delivery_timeout_ms=120_000,
             max_block_ms=10_000,
+            bootstrap_timeout_ms=5_000,
             **s.client_options,
         )
 

@@ -149,14 +149,16 @@ class LiveSource:
     """
 
     def __init__(self, iface: str, bpf: str | None = None, buffer_bytes: int = 64 << 20) -> None:
-        from scapy.config import conf
+        # Imported from scapy.arch.linux itself: ``conf.L2listen`` stays None until something
+        # imports scapy.arch, which the sensor otherwise never does.
+        from scapy.arch.linux import L2ListenSocket
         from scapy.error import Scapy_Exception
 
         self.iface = iface
         self.stats = SourceStats()
         self._stopping = False
         try:
-            self._socket = conf.L2listen(iface=iface, filter=bpf, promisc=True)
+            self._socket = L2ListenSocket(iface=iface, filter=bpf, promisc=True)
         except PermissionError as err:
             raise UsageError(
                 f"capturing on {iface} needs root or CAP_NET_RAW; run as root or grant it"
@@ -189,6 +191,8 @@ class LiveSource:
 
     def read_kernel_drops(self) -> int:
         """Add the drops the kernel counted since the last read; return the running total."""
+        if self._socket.closed:  # the final count was taken when the socket closed
+            return self.stats.kernel_drops
         raw = self._socket.ins.getsockopt(_SOL_PACKET, _PACKET_STATISTICS, 8)
         _packets, drops = struct.unpack("II", raw)
         self.stats.kernel_drops += drops
