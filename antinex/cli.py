@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from antinex import __version__, logs
 from antinex.options import (
@@ -27,7 +28,7 @@ SUBCOMMANDS = (
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit 2 with one line, as argparse does, no usage
+    def error(self, message: str) -> NoReturn:  # exit 2 with one line, as argparse does, no usage
         self.exit(EXIT_USAGE, f"antinex: {message} (see --help)\n")
 
 

@@ -63,7 +63,7 @@ def add_flag(
         flag,
         dest=dest,
         default=default,
-        type=type,
+        type=type or str,
         choices=choices,
         required=required,
         help=f"{help}{shown} [env {env}]",

@@ -221,7 +221,9 @@ class KafkaPublisher:
 
         s = self.settings
         admin = KafkaAdminClient(
-            bootstrap_servers=s.bootstrap_servers.split(","), **s.client_options
+            bootstrap_servers=s.bootstrap_servers.split(","),
+            bootstrap_timeout_ms=5_000,
+            **s.client_options,
         )
         try:
             if s.topic not in admin.list_topics():

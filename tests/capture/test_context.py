@@ -84,7 +84,8 @@ class TestFlows:
 class TestBoundedState:
     def test_tables_never_grow_far_past_their_limit(self):
         packets = [
-            Ether() / IP(src=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", dst="10.9.9.9")
+            Ether()
+            / IP(src=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", dst="10.9.9.9")
             / TCP(sport=1000 + i % 50000, dport=80)
             for i in range(12_000)
         ]
