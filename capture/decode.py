@@ -30,6 +30,9 @@ ETH_ARP = 0x0806
 ETH_IPV6 = 0x86DD
 _VLAN_TAGS = (0x8100, 0x88A8, 0x9100)
 _PPP_TO_ETHERTYPE = {0x0021: ETH_IPV4, 0x0057: ETH_IPV6}
+# Cisco HDLC unicast and broadcast addresses. Both are odd, which the first byte of a PPP
+# protocol number never is, so they tell Cisco HDLC frames apart under the PPP link type.
+_C_HDLC_ADDRESSES = (0x0F, 0x8F)
 _BSD_AF_INET6 = (10, 24, 28, 30)
 
 PROTO_ICMP = 1
@@ -128,8 +131,12 @@ class FrameDecoder:
             if net is not None:
                 proto, start, end, src, dst = net
                 stage = _STAGE.get(proto, "ip_payload")
-                sport, dport = self._transport(frame, proto, start, end, rec)
+                sport, dport, payload_start = self._transport(frame, proto, start, end, rec)
                 self._flow(rec, src, dst, sport, dport)
+                if sport == DNS_PORT or dport == DNS_PORT:
+                    # After the flow: a broken DNS message still belongs to a known flow.
+                    stage = "dns"
+                    self._dns_in(frame, proto, payload_start, end, rec)
             elif ethertype is not None and rec[ETH_SRC]:
                 self._link_flow(rec, ethertype)
         except (struct.error, IndexError):
@@ -149,6 +156,8 @@ class FrameDecoder:
         if link_type == LINK_LINUX_SLL:
             return 16, _ETH(frame, 14)[0]
         if link_type == LINK_LINUX_SLL2:
+            if len(frame) < 20:
+                raise IndexError("sll2 header cut")
             return 20, _ETH(frame, 0)[0]
         if link_type in (LINK_NULL, LINK_LOOP):
             family = struct.unpack_from("<I" if link_type == LINK_NULL else "!I", frame, 0)[0]
@@ -158,6 +167,8 @@ class FrameDecoder:
                 return 4, ETH_IPV4
             return 4, ETH_IPV6 if family in _BSD_AF_INET6 else None
         if link_type == LINK_PPP:
+            if frame[0] in _C_HDLC_ADDRESSES:  # some routers write Cisco HDLC as PPP
+                return 4, _ETH(frame, 2)[0]
             offset = 2 if frame[0] == 0xFF and frame[1] == 0x03 else 0
             return offset + 2, _PPP_TO_ETHERTYPE.get(_U16(frame, offset)[0])
         if link_type == LINK_C_HDLC:
@@ -214,6 +225,8 @@ class FrameDecoder:
         fragmented = frag > 0 or flags & 1
         rec[IP_FRAGMENT] = 1 if fragmented else 0
         start = offset + ihl * 4
+        if start > len(frame):
+            raise IndexError("ipv4 options cut")
         # A zero total length is what segmentation offload leaves in captured packets.
         end = offset + total_len if total_len >= ihl * 4 else len(frame)
         if frag > 0:
@@ -262,20 +275,25 @@ class FrameDecoder:
         rec[IPV6_EXT] = "-".join(seen)
         rec[IPV6_EXT + 1] = len(seen)
         rec[IP_FRAGMENT] = fragment
+        if start > end or start > len(frame):
+            raise IndexError("ipv6 extension header cut")
         return nh, start, end, src, dst
 
     # Transport layer ------------------------------------------------------------------------
 
     def _transport(
         self, frame: bytes, proto: int, start: int, end: int, rec: list
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, int]:
         """Decode TCP, UDP, ICMP or ICMPv6 at ``start``, then the payload up to ``end``.
 
-        Returns the ports (zero for protocols without them).
+        Returns the ports (zero for protocols without them) and where the payload starts.
+        A header that runs past ``end`` is cut, even where the frame goes on with padding.
         """
         sport = dport = 0
         payload_start = start
         if proto == PROTO_TCP:
+            if start + 20 > end:
+                raise IndexError("tcp header cut")
             sport, dport, seq, ack, offset_flags, window, urgptr = _TCP(frame, start)
             dataofs, flags = offset_flags >> 12, offset_flags & 0x01FF
             rec[TCP_FIRST : TCP_FIRST + 5] = (sport, dport, seq, ack, dataofs)
@@ -295,14 +313,18 @@ class FrameDecoder:
             if dataofs < 5:
                 raise _Malformed(f"dataofs={dataofs}")
             payload_start = start + dataofs * 4
-            self._tcp_options(frame, start + 20, payload_start, rec)
+            self._tcp_options(frame, start + 20, payload_start, min(end, len(frame)), rec)
         elif proto == PROTO_UDP:
+            if start + 8 > end or start + 8 > len(frame):
+                raise IndexError("udp header cut")
             sport, dport, length = _UDP(frame, start)
             rec[UDP_FIRST : UDP_FIRST + 3] = (sport, dport, length)
             payload_start = start + 8
         elif proto in (PROTO_ICMP, PROTO_ICMPV6):
             first = ICMP_FIRST if proto == PROTO_ICMP else ICMPV6_FIRST
             with_id = _ICMP_WITH_ID if proto == PROTO_ICMP else _ICMPV6_WITH_ID
+            if start + 8 > end or start + 8 > len(frame):
+                raise IndexError("icmp header cut")
             icmp_type, code = _ICMP(frame, start)
             rec[first : first + 2] = (icmp_type, code)
             if icmp_type in with_id:
@@ -311,24 +333,35 @@ class FrameDecoder:
         if payload_start > end:
             payload_start = end
         self._payload(frame, payload_start, end, rec)
-        if sport == DNS_PORT or dport == DNS_PORT:
-            self._dns_in(frame, proto, payload_start, min(end, len(frame)), rec)
-        return sport, dport
+        return sport, dport, payload_start
 
     def _dns_in(self, frame: bytes, proto: int, start: int, end: int, rec: list) -> None:
+        """Decode the DNS message between ``start`` and ``end``, the end of the IP packet."""
+        limit = min(end, len(frame))
         if proto == PROTO_TCP:
             # Limitation: a DNS message split over several TCP segments is not reassembled;
             # only a segment that holds one whole length-prefixed message is decoded.
-            if end - start < 14 or _U16(frame, start)[0] != end - start - 2:
+            if limit - start < 14 or _U16(frame, start)[0] != limit - start - 2:
                 return
             start += 2
-        if end - start >= 12:
-            self._dns(frame, start, end, rec)
+        if limit - start >= 12:
+            self._dns(frame, start, limit, rec)
+        elif end - start >= 12:  # a header is there, but the capture ends inside it
+            raise IndexError("dns header cut")
 
-    def _tcp_options(self, frame: bytes, pos: int, end: int, rec: list) -> None:
+    def _tcp_options(self, frame: bytes, pos: int, end: int, limit: int, rec: list) -> None:
+        """Read the options between ``pos`` and ``end``, the end of the TCP header.
+
+        ``limit`` is where the IP packet's captured bytes end. A cut or malformed option list
+        is named in ``decode_error`` without raising: the options read so far, the payload and
+        the flow are still good.
+        """
         mss = wscale = MISSING
         sackok = timestamp = nops = 0
-        end = min(end, len(frame))
+        problem = ""
+        if end > limit:
+            end = limit
+            problem = "truncated_tcp"
         while pos < end:
             kind = frame[pos]
             if kind == 0:
@@ -337,14 +370,14 @@ class FrameDecoder:
                 nops += 1
                 pos += 1
                 continue
-            if pos + 1 >= end:
+            length = frame[pos + 1] if pos + 1 < end else 0
+            if length < 2 or pos + length > end:
+                # A malformed option hides the rest; keep what was read.
+                problem = problem or "malformed_tcp:option length"
                 break
-            length = frame[pos + 1]
-            if length < 2:
-                break  # a malformed option hides the rest; keep what was read
-            if kind == 2 and length == 4 and pos + 4 <= end:
+            if kind == 2 and length == 4:
                 mss = _U16(frame, pos + 2)[0]
-            elif kind == 3 and length == 3 and pos + 3 <= end:
+            elif kind == 3 and length == 3:
                 wscale = frame[pos + 2]
             elif kind == 4:
                 sackok = 1
@@ -352,6 +385,8 @@ class FrameDecoder:
                 timestamp = 1
             pos += length
         rec[TCP_OPT_MSS : TCP_OPT_MSS + 5] = (mss, wscale, sackok, timestamp, nops)
+        if problem:
+            rec[DECODE_ERROR] = problem
 
     def _payload(self, frame: bytes, start: int, end: int, rec: list) -> None:
         rec[PAYLOAD_LEN] = end - start
@@ -390,7 +425,7 @@ class FrameDecoder:
         if qd == 0:
             return
         name_len, labels, after = _dns_name(frame, start, start + 12, end)
-        if after + 2 > end:
+        if after + 4 > end:  # the question's type and class follow its name
             raise IndexError("dns question cut")
         rec[DNS_QNAME_LEN : DNS_QNAME_LEN + 3] = (name_len, labels, _U16(frame, after)[0])
 

@@ -5,10 +5,10 @@ header value from a scapy layer and every length from the headers' own length fi
 written for clarity, not speed, and shares no parsing code with the fast decoder, so that the
 tests comparing the two catch a mistake in either.
 
-Where the input is malformed the reference is stricter than the fast decoder: it also reports
-length fields that disagree with each other (a UDP length that does not match the IP length, a
-TCP header that runs past the end of its IP packet), which the fast decoder takes on trust.
-Records whose reference ``decode_error`` is empty are the ones both must agree on exactly.
+On malformed input the reference is stricter: it also reports a UDP length that contradicts
+the IP length (``malformed_udp:length ...``), where the fast decoder trusts the IP length, and
+it marks what scapy cannot represent (``reference_limit:...``). Records whose reference
+``decode_error`` is empty are the ones both decoders must agree on field by field.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from collections import Counter
 from scapy.layers.dns import DNS
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
-    ICMPv6EchoReply,
     ICMPv6EchoRequest,
     ICMPv6Unknown,
     IPv6,
@@ -30,11 +29,10 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrFragment,
     IPv6ExtHdrHopByHop,
     IPv6ExtHdrRouting,
-    icmp6typescls,
 )
 from scapy.layers.ipsec import AH
 from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Dot1Q, Ether, Loopback
-from scapy.packet import Packet, Raw
+from scapy.packet import Packet
 
 from capture.decode import Undecodable
 from capture.schema import FIELDS, SCHEMA_VERSION
@@ -62,6 +60,7 @@ _IPV6_EXTENSIONS: dict[int, type[Packet]] = {
 }
 _MAX_IPV6_EXTENSIONS = 16
 _ICMP_TYPES_WITH_ID = (0, 8, 13, 14, 15, 16, 17, 18)
+_ICMPV6_ECHO_TYPES = (128, 129)  # request, reply
 _DNS_PORT = 53
 _MAX_DNS_POINTERS = 20  # scapy's own limit when it decompresses a name
 _PRINTABLE = {9, 10, 13, *range(32, 127)}
@@ -69,6 +68,17 @@ _PRINTABLE = {9, 10, 13, *range(32, 127)}
 
 class _Stop(Exception):
     """Decoding ends here; the message becomes the record's ``decode_error``."""
+
+
+def _fields(layer_class: type[Packet], data: bytes) -> Packet:
+    """The header fields at the start of ``data``, read by ``layer_class`` without its payload.
+
+    Each layer is read from its own offset, so scapy need not dissect what follows; its guess
+    at the payload's class is also a step that can fail on malformed input.
+    """
+    layer = layer_class()
+    layer.do_dissect(data)
+    return layer
 
 
 def reference_record(
@@ -132,14 +142,15 @@ def _link_layer(frame: bytes, link_type: int, record: dict) -> tuple[bytes, int 
         if family == 2:
             return frame[4:], _ETHERTYPE_IPV4
         return frame[4:], _ETHERTYPE_IPV6 if family in _BSD_INET6_FAMILIES else None
+    if link_type == 104 or (link_type == 9 and frame[:1] in (b"\x0f", b"\x8f")):
+        # Cisco HDLC: address, control, EtherType; some routers write it under the PPP type.
+        _need(frame, 4)
+        return frame[4:], struct.unpack("!H", frame[2:4])[0]
     if link_type == 9:
         start = 2 if frame[:2] == b"\xff\x03" else 0
         _need(frame, start + 2)
         protocol = struct.unpack("!H", frame[start : start + 2])[0]
         return frame[start + 2 :], _PPP_PROTOCOLS.get(protocol)
-    if link_type == 104:
-        _need(frame, 4)
-        return frame[4:], struct.unpack("!H", frame[2:4])[0]
     raise Undecodable(f"link_type_{link_type}")
 
 
@@ -159,7 +170,7 @@ def _loopback_family(header: bytes, little_endian: bool) -> int:
 
 def _ethernet(frame: bytes, record: dict) -> tuple[bytes, int | None]:
     _need(frame, 14)
-    ether = Ether(frame)  # scapy turns it into Dot3 when the type field is a length
+    ether = _fields(Ether, frame[:14])
     record["eth_dst"], record["eth_src"] = ether.dst, ether.src
     ethertype = struct.unpack("!H", frame[12:14])[0]
     offset = 14
@@ -179,7 +190,10 @@ def _ethernet(frame: bytes, record: dict) -> tuple[bytes, int | None]:
 def _arp(data: bytes, record: dict) -> None:
     if len(data) < 8:
         raise _Stop("truncated_arp")
-    arp = ARP(data)
+    try:
+        arp = _fields(ARP, data)
+    except struct.error:  # scapy wants every address; the fixed header is read all the same
+        arp = _fields(ARP, data[:8] + bytes(2 * (data[4] + data[5])))
     record.update(
         arp_hwtype=arp.hwtype,
         arp_ptype=arp.ptype,
@@ -191,8 +205,21 @@ def _arp(data: bytes, record: dict) -> None:
         if len(data) < 28:
             raise _Stop("truncated_arp")
         record.update(
-            arp_hwsrc=arp.hwsrc, arp_psrc=arp.psrc, arp_hwdst=arp.hwdst, arp_pdst=arp.pdst
+            arp_hwsrc=_colon_hex(arp.hwsrc),
+            arp_psrc=_dotted(arp.psrc),
+            arp_hwdst=_colon_hex(arp.hwdst),
+            arp_pdst=_dotted(arp.pdst),
         )
+
+
+# scapy gives ARP addresses as raw bytes when hwtype is not Ethernet or ptype is not IPv4; the
+# record reads any 6-byte and 4-byte address as a MAC and an IPv4 address.
+def _colon_hex(address: str | bytes) -> str:
+    return address.hex(":") if isinstance(address, bytes) else address
+
+
+def _dotted(address: str | bytes) -> str:
+    return str(ipaddress.IPv4Address(address)) if isinstance(address, bytes) else address
 
 
 def _link_flow(record: dict, ethertype: int) -> None:
@@ -207,7 +234,7 @@ def _link_flow(record: dict, ethertype: int) -> None:
 def _ipv4(data: bytes, record: dict, payload_bytes: int) -> None:
     if len(data) < 20:
         raise _Stop("truncated_ipv4")
-    ip = IP(data)
+    ip = _fields(IP, data)
     record.update(
         ip_version=ip.version,
         ip_ihl=ip.ihl,
@@ -243,7 +270,7 @@ def _ipv4(data: bytes, record: dict, payload_bytes: int) -> None:
 def _ipv6(data: bytes, record: dict, payload_bytes: int) -> None:
     if len(data) < 40:
         raise _Stop("truncated_ipv6")
-    ip6 = IPv6(data)
+    ip6 = _fields(IPv6, data)
     record.update(
         ipv6_version=ip6.version,
         ipv6_tc=ip6.tc,
@@ -255,27 +282,26 @@ def _ipv6(data: bytes, record: dict, payload_bytes: int) -> None:
         ipv6_dst=ip6.dst,
     )
     end = 40 + ip6.plen if ip6.plen else len(data)
-    offset, nh, seen, fragment = 40, ip6.nh, [], 0
-    try:
-        while nh in _IPV6_EXTENSIONS:
-            if len(seen) == _MAX_IPV6_EXTENSIONS:
-                raise _Stop("malformed_ipv6:too many extension headers")
-            header = _dissect_extension(nh, data[offset:])
-            seen.append(str(nh))
-            offset += _extension_length(header)
-            if isinstance(header, IPv6ExtHdrFragment):
-                fragment = 1
-                if header.offset:  # a later fragment starts with no transport header
-                    record["l4_proto"] = header.nh
-                    nh = -1
-                    break
-            nh = header.nh
-        else:
-            record["l4_proto"] = nh
-    finally:
-        record.update(ipv6_ext_headers="-".join(seen), ipv6_ext_count=len(seen))
-        record["ip_fragment"] = fragment
-    if offset > len(data):
+    offset, nh, fragment = 40, ip6.nh, 0
+    seen: list[str] = []
+    while nh in _IPV6_EXTENSIONS:
+        if len(seen) == _MAX_IPV6_EXTENSIONS:
+            raise _Stop("malformed_ipv6:too many extension headers")
+        header = _dissect_extension(nh, data[offset:])
+        seen.append(str(nh))
+        offset += _extension_length(header)
+        if isinstance(header, IPv6ExtHdrFragment):
+            fragment = 1
+            if header.offset:  # a later fragment starts with no transport header
+                record["l4_proto"] = header.nh
+                nh = -1
+                break
+        nh = header.nh
+    else:
+        record["l4_proto"] = nh
+    record.update(ipv6_ext_headers="-".join(seen), ipv6_ext_count=len(seen))
+    record["ip_fragment"] = fragment
+    if offset > min(end, len(data)):
         raise _Stop("truncated_ipv6")
 
     segment = data[offset:end]
@@ -288,7 +314,7 @@ def _dissect_extension(nh: int, data: bytes) -> Packet:
     if len(data) < needed:
         raise _Stop("truncated_ipv6")
     try:
-        return _IPV6_EXTENSIONS[nh](data)
+        return _fields(_IPV6_EXTENSIONS[nh], data)
     except Exception as err:  # scapy raises struct.error and others on a cut header
         raise _Stop("truncated_ipv6") from err
 
@@ -333,13 +359,13 @@ def _above_network(
     payload = segment[header_len:]
     _payload(record, payload, max(declared - header_len, 0), payload_bytes)
     if _DNS_PORT in ports:
-        _dns_in(record, proto, payload)
+        _dns_in(record, proto, payload, max(declared - header_len, 0))
 
 
 def _tcp(segment: bytes, record: dict) -> tuple[tuple[int, int], int]:
     if len(segment) < 20:
         raise _Stop("truncated_tcp")
-    tcp = TCP(segment)
+    tcp = _fields(TCP, segment[:20])  # the options are read one by one below
     flags = int(tcp.flags)
     record.update(
         tcp_sport=tcp.sport,
@@ -360,14 +386,19 @@ def _tcp(segment: bytes, record: dict) -> tuple[tuple[int, int], int]:
     return (tcp.sport, tcp.dport), header_len
 
 
-def _tcp_options(tcp: TCP, captured: bytes, declared: int, record: dict) -> None:
-    """Options scapy parsed, up to the first malformed one (which scapy would read past)."""
-    usable, problem = _well_formed_options(captured)
+def _tcp_options(tcp: Packet, captured: bytes, declared: int, record: dict) -> None:
+    """The options scapy reads, up to the first malformed one (which scapy would read past)."""
+    chunks, problem = _split_options(captured)
     if len(captured) < declared:
         problem = "truncated_tcp"
+    parser = tcp.get_field("options")
     mss = wscale = -1
     sackok = timestamp = nops = 0
-    for name, value in tcp.options[:usable]:
+    for chunk in chunks:
+        try:
+            ((name, value),) = parser.m2i(tcp, chunk)
+        except Exception:  # scapy fails on some short option values (TCP-AO); none kept here
+            continue
         if name == "NOP":
             nops += 1
         elif name == "MSS" and isinstance(value, int):
@@ -389,29 +420,32 @@ def _tcp_options(tcp: TCP, captured: bytes, declared: int, record: dict) -> None
         record["decode_error"] = problem
 
 
-def _well_formed_options(options: bytes) -> tuple[int, str]:
-    """How many options come before the first one whose length is impossible, and why."""
-    count = pos = 0
+def _split_options(options: bytes) -> tuple[list[bytes], str]:
+    """The bytes of each option before the end of the list or the first impossible length."""
+    chunks: list[bytes] = []
+    pos = 0
     while pos < len(options):
         kind = options[pos]
         if kind == 0:
-            return count + 1, ""
+            break
         if kind == 1:
-            count, pos = count + 1, pos + 1
+            chunks.append(options[pos : pos + 1])
+            pos += 1
             continue
         length = options[pos + 1] if pos + 1 < len(options) else 0
         if length < 2 or pos + length > len(options):
-            return count, "malformed_tcp:option length"
-        count, pos = count + 1, pos + length
-    return count, ""
+            return chunks, "malformed_tcp:option length"
+        chunks.append(options[pos : pos + length])
+        pos += length
+    return chunks, ""
 
 
 def _udp(segment: bytes, declared: int, record: dict) -> tuple[tuple[int, int], int]:
     if len(segment) < 8:
         raise _Stop("truncated_udp")
-    udp = UDP(segment)
+    udp = _fields(UDP, segment)
     record.update(udp_sport=udp.sport, udp_dport=udp.dport, udp_len=udp.len)
-    if udp.len != declared:
+    if udp.len != declared and not record["ip_fragment"]:  # a fragment holds part of it
         raise _Stop(f"malformed_udp:length {udp.len} in an IP payload of {declared}")
     return (udp.sport, udp.dport), 8
 
@@ -419,7 +453,12 @@ def _udp(segment: bytes, declared: int, record: dict) -> tuple[tuple[int, int], 
 def _icmp(segment: bytes, record: dict) -> None:
     if len(segment) < 8:
         raise _Stop("truncated_icmp")
-    icmp = ICMP(segment)
+    try:
+        icmp = _fields(ICMP, segment)
+    except struct.error:
+        # A timestamp message (type 13 or 14) cut after its first 8 bytes: scapy wants the
+        # timestamps too, which the record does not keep, so read the first 8 bytes alone.
+        icmp = _fields(ICMP, segment[:8] + bytes(12))
     record.update(icmp_type=icmp.type, icmp_code=icmp.code)
     if icmp.type in _ICMP_TYPES_WITH_ID:
         record.update(icmp_id=icmp.id, icmp_seq=icmp.seq)
@@ -428,16 +467,13 @@ def _icmp(segment: bytes, record: dict) -> None:
 def _icmpv6(segment: bytes, record: dict) -> None:
     if len(segment) < 8:
         raise _Stop("truncated_icmpv6")
-    message_class = icmp6typescls.get(segment[0], Raw)
-    if message_class is Raw:  # node information queries, and types scapy does not know
-        message_class = ICMPv6Unknown
-    try:
-        icmp6 = message_class(segment)
-    except Exception:  # a message too short for its type's class: its first bytes still count
-        icmp6 = ICMPv6Unknown(segment)
-    record.update(icmpv6_type=icmp6.type, icmpv6_code=icmp6.code)
-    if isinstance(icmp6, ICMPv6EchoRequest | ICMPv6EchoReply):
-        record.update(icmpv6_id=icmp6.id, icmpv6_seq=icmp6.seq)
+    # scapy's class for unknown types reads the type and code every message starts with; not
+    # every type-specific class calls its second byte "code".
+    header = _fields(ICMPv6Unknown, segment)
+    record.update(icmpv6_type=header.type, icmpv6_code=header.code)
+    if header.type in _ICMPV6_ECHO_TYPES:
+        echo = _fields(ICMPv6EchoRequest, segment)  # a reply has the same layout
+        record.update(icmpv6_id=echo.id, icmpv6_seq=echo.seq)
 
 
 # Flow, payload and DNS -----------------------------------------------------------------------
@@ -477,7 +513,8 @@ def _payload(record: dict, data: bytes, declared: int, payload_bytes: int) -> No
     record["payload_printable"] = round(sum(b in _PRINTABLE for b in data) / len(data), 4)
 
 
-def _dns_in(record: dict, proto: int, payload: bytes) -> None:
+def _dns_in(record: dict, proto: int, payload: bytes, declared: int) -> None:
+    """DNS in the captured ``payload`` of a TCP or UDP packet whose payload is ``declared`` long."""
     message = payload
     if proto == 6:
         # Only a segment holding exactly one length-prefixed message is read as DNS.
@@ -486,6 +523,8 @@ def _dns_in(record: dict, proto: int, payload: bytes) -> None:
         message = payload[2:]
     if len(message) >= 12:
         _dns(message, record)
+    elif proto == 17 and declared >= 12:  # the capture ends inside the DNS header
+        raise _Stop("truncated_dns")
 
 
 def _dns(message: bytes, record: dict) -> None:
@@ -509,44 +548,50 @@ def _dns(message: bytes, record: dict) -> None:
     )
     if header.qdcount == 0:
         return
-    problem, after = _dns_name_problem(message, 12)
+    problem, after, dots_in_labels = _dns_name_problem(message, 12)
     if problem:
         raise _Stop(problem)
-    if after + 2 > len(message):
+    if after + 4 > len(message):  # the question's type and class follow its name
         raise _Stop("truncated_dns")
     question = DNS(message).qd[0]
     name = question.qname
-    # Limitation: scapy joins labels with dots, so a label that itself holds a '.' byte is
-    # counted as two labels here; the fast decoder counts the length bytes instead.
     record.update(
         dns_qname_len=max(len(name) - 1, 0),
         dns_qname_labels=len([label for label in name.split(b".") if label]),
         dns_qtype=question.qtype,
     )
+    if dots_in_labels:
+        # Limitation: scapy joins labels with dots, so a label that itself holds a '.' byte
+        # reads as two labels here, while the fast decoder counts the length bytes. The name
+        # is marked so that comparisons leave it out.
+        record["decode_error"] = "reference_limit:dns label holding a dot"
 
 
-def _dns_name_problem(message: bytes, pos: int) -> tuple[str, int]:
-    """Whether the name at ``pos`` can be read whole, and where the question goes on after it.
+def _dns_name_problem(message: bytes, pos: int) -> tuple[str, int, bool]:
+    """What is wrong with the name at ``pos``, where its question goes on, any dotted label.
 
-    scapy reads past a broken name silently, so its structure is checked here first.
+    scapy reads past a broken name silently, so its structure is checked here first: the
+    problem ("" for none), the position after the name, and whether a label holds a '.'.
     """
-    after, visited = -1, set()
+    after, dots = -1, False
+    visited: set[int] = set()
     while True:
         if pos >= len(message):
-            return "truncated_dns", after
+            return "truncated_dns", after, dots
         size = message[pos]
         if size == 0:
-            return "", after if after >= 0 else pos + 1
+            return "", after if after >= 0 else pos + 1, dots
         if size & 0xC0 == 0xC0:
             if pos + 1 >= len(message):
-                return "truncated_dns", after
+                return "truncated_dns", after, dots
             if after < 0:
                 after = pos + 2
             pos = (size & 0x3F) << 8 | message[pos + 1]
             if pos in visited or len(visited) == _MAX_DNS_POINTERS:
-                return "malformed_dns:dns name pointer loop", after
+                return "malformed_dns:dns name pointer loop", after, dots
             visited.add(pos)
             continue
         if size & 0xC0:
-            return "malformed_dns:dns label type", after
+            return "malformed_dns:dns label type", after, dots
+        dots = dots or b"." in message[pos + 1 : pos + 1 + size]
         pos += 1 + size

@@ -87,12 +87,24 @@ class PcapSource:
         link_type = getattr(reader, "linktype", 1)
         ns_per_unit = 1 if getattr(reader, "nano", False) else 1000
         first_ts = first_clock = None
+        block_start = [0]
+        if is_ng:  # one packet read may span several blocks: remember where the last began
+            read_block = reader._read_block
+
+            def tracked_read_block(size: int = _SNAPLEN):
+                block_start[0] = _position(reader)
+                return read_block(size=size)
+
+            reader._read_block = tracked_read_block
         try:
             while True:
+                block_start[0] = _position(reader)
                 try:
                     data, meta = reader._read_packet()
                 except EOFError:
-                    if _unread_bytes(reader) and not self.stats.truncated_records:
+                    # A failed read may consume the rest of the file: compare with where the
+                    # record started, not where the reader stopped.
+                    if _file_size(reader) > block_start[0] and not self.stats.truncated_records:
                         self._note_truncated()
                     break
                 except Exception as err:  # scapy raises many kinds on a corrupt block
@@ -119,10 +131,16 @@ class PcapSource:
             reader.close()
 
 
-def _unread_bytes(reader) -> int:
-    """Bytes of the file after the reader's position: non-zero when a record was cut short."""
+def _position(reader) -> int:
     try:
-        return os.fstat(reader.f.fileno()).st_size - reader.f.tell()
+        return reader.f.tell()
+    except (AttributeError, OSError, ValueError):  # a stream: position unknown
+        return 0
+
+
+def _file_size(reader) -> int:
+    try:
+        return os.fstat(reader.f.fileno()).st_size
     except (AttributeError, OSError, ValueError):  # gzip or stream: size unknown
         return 0
 
@@ -157,6 +175,12 @@ class LiveSource:
         self.iface = iface
         self.stats = SourceStats()
         self._stopping = False
+        try:
+            socket.if_nametoindex(iface)
+        except OSError as err:  # scapy would raise a bare ValueError for it
+            raise UsageError(
+                f"interface {iface} does not exist; `ip link` lists the interfaces"
+            ) from err
         try:
             self._socket = L2ListenSocket(iface=iface, filter=bpf, promisc=True)
         except PermissionError as err:
