@@ -18,6 +18,7 @@ from capture.sources import LiveSource, PcapSource
 log = logging.getLogger("antinex.sensor")
 
 _CHUNK = 1024  # packets between metric updates and limit checks
+_FLUSH_S = 0.05  # longest time between them when packets trickle in
 
 
 class Output(Protocol):
@@ -82,12 +83,14 @@ class Sensor:
         decode = self.decoder.decode
         add = self.output.add
         update_context = self.context.update if self.context else None
+        clock = time.perf_counter
         report = self.report
         undecodable = report.undecodable
         started = time.monotonic()
         deadline = started + self.duration if self.duration else float("inf")
         limit = self.limit or -1
-        chunk_started = time.perf_counter()
+        flushed = clock()
+        decode_s = 0.0
         in_chunk = partial = 0
         last_ts = 0
         event(
@@ -99,43 +102,42 @@ class Sensor:
             duration_s=self.duration,
         )
         for frame in self.source:
-            if frame is None:  # a quiet moment on a live interface
-                self.output.tick()
-                self._update_metrics(in_chunk, partial, chunk_started, last_ts)
-                in_chunk = partial = 0
-                chunk_started = time.perf_counter()
-                if self._stop or time.monotonic() >= deadline:
+            if frame is not None:
+                report.captured += 1
+                in_chunk += 1
+                last_ts = frame.ts_ns
+                began = clock()
+                try:
+                    record = decode(*frame)
+                except Undecodable as err:
+                    undecodable[err.reason] += 1
+                else:
+                    if record[DECODE_ERROR]:
+                        partial += 1
+                    if update_context:
+                        update_context(record)
+                    add(record)
+                    report.decoded += 1
+                now = clock()
+                decode_s += now - began
+                if self._stop or report.captured == limit:
                     break
-                continue
-            report.captured += 1
-            in_chunk += 1
-            try:
-                record = decode(*frame)
-            except Undecodable as err:
-                undecodable[err.reason] += 1
-            else:
-                if record[DECODE_ERROR]:
-                    partial += 1
-                if update_context:
-                    update_context(record)
-                add(record)
-                report.decoded += 1
-            last_ts = frame.ts_ns
-            if in_chunk >= _CHUNK:
-                self.output.tick()
-                self._update_metrics(in_chunk, partial, chunk_started, last_ts)
-                in_chunk = partial = 0
-                chunk_started = time.perf_counter()
-                if time.monotonic() >= deadline:
-                    break
-            if self._stop or report.captured == limit:
+                if in_chunk < _CHUNK and now - flushed < _FLUSH_S:
+                    continue
+            # A full chunk, a pause in the input, or time to flush: linger, metrics, limits.
+            self.output.tick()
+            self._update_metrics(in_chunk, partial, decode_s, last_ts)
+            in_chunk = partial = 0
+            decode_s = 0.0
+            flushed = clock()
+            if self._stop or time.monotonic() >= deadline:
                 break
-        self._update_metrics(in_chunk, partial, chunk_started, last_ts)
+        self._update_metrics(in_chunk, partial, decode_s, last_ts)
         report.seconds = time.monotonic() - started
 
-    def _update_metrics(self, packets: int, partial: int, since: float, last_ts: int) -> None:
+    def _update_metrics(self, packets: int, partial: int, decode_s: float, last_ts: int) -> None:
         if packets:
-            metrics.EXTRACT_SECONDS.observe((time.perf_counter() - since) / packets)
+            metrics.EXTRACT_SECONDS.observe(decode_s / packets)
             metrics.LAST_PACKET.set(last_ts / 1e9)
             self.report.partial += partial
         report = self.report

@@ -27,6 +27,7 @@ _SO_RCVBUFFORCE = 33
 # ARPHRD_* hardware types of a live interface, and the link type their frames start with.
 _HWTYPE_TO_LINK = {1: 1, 772: 1, 65534: 101, 776: 101}
 _SNAPLEN = 65535
+_PAUSE_S = 0.05
 
 
 class Frame(NamedTuple):
@@ -81,7 +82,8 @@ class PcapSource:
         self.stats.truncated_records += 1
         self.stats.end_reason = "the file ends inside a packet record (truncated capture)"
 
-    def __iter__(self) -> Iterator[Frame]:
+    def __iter__(self) -> Iterator[Frame | None]:
+        """Yield frames; when pacing makes it wait, yield ``None`` now and then."""
         reader = self._reader
         is_ng = hasattr(reader, "interfaces")
         link_type = getattr(reader, "linktype", 1)
@@ -124,6 +126,10 @@ class PcapSource:
                         first_ts, first_clock = ts_ns, time.monotonic()
                     due = first_clock + (ts_ns - first_ts) / 1e9 / self.factor
                     ahead = due - time.monotonic()
+                    while ahead > _PAUSE_S:  # a long wait: let the caller flush meanwhile
+                        time.sleep(_PAUSE_S)
+                        yield None
+                        ahead = due - time.monotonic()
                     if ahead > 0.001:
                         time.sleep(ahead)
                 yield Frame(data, link_type, ts_ns, meta.wirelen)
