@@ -11,7 +11,8 @@ system-deps:
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		openjdk-17-jre-headless maven tshark tcpreplay tcpdump prometheus iproute2 kcat \
-		libpcap0.8 >/dev/null
+		libpcap0.8 nmap hping3 hydra sqlmap slowhttptest masscan dnsmasq siege curl dnsutils \
+		iputils-ping openssh-server >/dev/null
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,7 +40,7 @@ test-unit: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy antinex capture stream_processor models
+	$(VENV)/bin/mypy antinex capture stream_processor models lab
 
 bench: broker
 	$(PY) bench/bench_sensor.py

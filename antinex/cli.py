@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     "capture.cli",
     "stream_processor.cli",
     "models.cli",
+    "lab.cli",
     "antinex.broker",
 )
 

@@ -1,0 +1,1 @@
+"""Traffic lab: victim, benign clients and attackers in network namespaces, captured live."""
