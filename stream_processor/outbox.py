@@ -1,0 +1,99 @@
+"""What the processor writes to Kafka — alerts and dead letters — and the wait for their acks.
+
+Offsets are committed only after everything a batch sent is acknowledged: ``settle`` flushes
+the producer and reports whether any send since the last settle failed. Metrics count a message
+when the broker acknowledged it, not when it was handed to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from antinex.logs import event
+from stream_processor import alerts, metrics
+from stream_processor.intake import DeadLetter
+from stream_processor.windows import Raised
+
+log = logging.getLogger("antinex.processor")
+
+DEAD_LETTER_VALUE_LIMIT = 1 << 20
+
+
+class Outbox:
+    """Sends alerts and dead letters through one producer and tracks their outcome."""
+
+    def __init__(
+        self, producer: Any, alerts_topic: str, dead_letter_topic: str, window_s: float
+    ) -> None:
+        self.producer = producer
+        self.alerts_topic = alerts_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.window_s = window_s
+        self.pending = 0
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    def send_alerts(self, raised: list[Raised], model_version: str, threshold: float) -> None:
+        for item in raised:
+            document = alerts.alert_document(item, model_version, threshold, self.window_s)
+            future = self.producer.send(
+                self.alerts_topic,
+                key=item.flow_id.encode(),
+                value=alerts.encode(document),
+                headers=[("content-type", alerts.CONTENT_TYPE)],
+            )
+            future.add_callback(self._alert_acked)
+            future.add_errback(self._failed, "alert")
+            self.pending += 1
+
+    def send_dead_letters(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            value = letter.value
+            headers = [
+                ("reason", letter.reason.encode()),
+                ("detail", letter.detail.encode("utf-8", "replace")[:1000]),
+                ("source-topic", letter.topic.encode()),
+                ("source-partition", str(letter.partition).encode()),
+                ("source-offset", str(letter.offset).encode()),
+            ]
+            if letter.row is not None:
+                headers.append(("source-row", str(letter.row).encode()))
+                headers.append(("content-type", b"application/json"))
+            if len(value) > DEAD_LETTER_VALUE_LIMIT:
+                value = value[:DEAD_LETTER_VALUE_LIMIT]
+                headers.append(("truncated", b"1"))
+            future = self.producer.send(
+                self.dead_letter_topic, key=letter.key, value=value, headers=headers
+            )
+            future.add_callback(self._dead_letter_acked, letter.reason)
+            future.add_errback(self._failed, "dead_letter")
+            self.pending += 1
+
+    def settle(self, timeout_s: float | None = None) -> bool:
+        """Wait until every send so far is acknowledged or failed; True when none failed since
+        the previous settle. Raises KafkaTimeoutError when ``timeout_s`` passes first."""
+        if self.pending:
+            self.producer.flush(timeout=timeout_s)
+            self.pending = 0
+        with self._lock:
+            failed, self._failures = self._failures, 0
+        return failed == 0
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self.producer.close(timeout=timeout_s)
+
+    def _alert_acked(self, _metadata: Any) -> None:
+        metrics.ALERTS_PUBLISHED.inc()
+
+    def _dead_letter_acked(self, reason: str, _metadata: Any) -> None:
+        metrics.DEAD_LETTERED.labels(reason=reason).inc()
+
+    def _failed(self, kind: str, err: Any) -> None:
+        metrics.PUBLISH_FAILURES.inc()
+        with self._lock:
+            self._failures += 1
+            first = self._failures == 1
+        if first:  # one event per batch that failed, not one per message
+            event(log, logging.ERROR, "publish_failed", kind=kind, error=str(err))
