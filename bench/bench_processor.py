@@ -164,7 +164,12 @@ def delete_topics(bootstrap: str, topics: list[str], group: str) -> None:
 
 
 def prefill(
-    bootstrap: str, topic: str, messages: dict[int, list[bytes]], total: int, workdir: Path
+    bootstrap: str,
+    topic: str,
+    messages: dict[int, list[bytes]],
+    total: int,
+    workdir: Path,
+    compression: str = "none",
 ) -> tuple[int, float]:
     """Produce messages (cycling through the distinct ones) until ``total`` records are written;
     returns the records written and the seconds it took."""
@@ -185,7 +190,8 @@ def prefill(
             rows += count
         written += rows
         command = [KCAT, "-P", "-b", bootstrap, "-t", topic, "-p", str(partition)]
-        command += ["-H", CONTENT_TYPE, "-X", "message.max.bytes=8388608", *order]
+        command += ["-H", CONTENT_TYPE, "-X", "message.max.bytes=8388608"]
+        command += ["-z", compression, *order]
         procs.append(subprocess.Popen(command, stderr=subprocess.PIPE))
     for proc in procs:
         _, err = proc.communicate()
@@ -345,6 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--processor-args", default="", help="Extra `antinex process` flags")
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
+    parser.add_argument(
+        "--compression",
+        default="lz4",
+        choices=["none", "lz4", "gzip"],
+        help="Compression of the pre-filled messages, as the sensor's --compression",
+    )
     parser.add_argument("--json", help="Write the results to this file")
     args = parser.parse_args(argv)
 
@@ -369,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
             pool, args.partitions, args.batch_records, args.attack_share, args.flows
         )
         create_topic(args.bootstrap_servers, topic, args.partitions)
-        written, fill_s = prefill(args.bootstrap_servers, topic, messages, args.records, workdir)
+        written, fill_s = prefill(
+            args.bootstrap_servers, topic, messages, args.records, workdir, args.compression
+        )
         results["prefill"] = {"records": written, "seconds": round(fill_s, 1)}
         print(f"pre-filled {written:,} records in {fill_s:.1f} s", flush=True)
 

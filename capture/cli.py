@@ -212,9 +212,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         kafka,
         "--compression",
         scope=scope,
-        default="none",
+        default="lz4",
         choices=["none", "gzip", "lz4", "zstd", "snappy"],
-        help="Kafka compression (lz4, zstd, snappy need their Python package)",
+        help="Kafka compression (zstd and snappy need their Python package)",
     )
     add_flag(
         kafka,

@@ -38,7 +38,7 @@ class KafkaSettings:
     partitions: int = 3
     batch_records: int = 500
     linger_ms: int = 200
-    compression: str = "none"
+    compression: str = "lz4"
     queue_batches: int = 256
     encoding: str = "batch"
     payload_bytes: int = 16
