@@ -29,7 +29,7 @@ broker-stop:
 	$(ANTINEX) kafka stop
 
 demo: broker
-	$(PY) -m bench.demo
+	$(ANTINEX) demo
 
 test: broker
 	$(PY) -m pytest $(PYTEST_ARGS)

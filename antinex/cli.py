@@ -24,6 +24,7 @@ SUBCOMMANDS = (
     "stream_processor.cli",
     "models.cli",
     "lab.cli",
+    "antinex.demo",
     "antinex.broker",
 )
 
