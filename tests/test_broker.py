@@ -27,9 +27,10 @@ def antinex(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
     """Run ``antinex ARGS...`` in this process; return its exit code, stdout and stderr."""
     # Only the kafka subcommand: its tests must not depend on other subcommands importing.
     monkeypatch.setattr(cli, "SUBCOMMANDS", ("antinex.broker",))
-    # The shared broker is the one on the default port; ANTINEX_KAFKA_STATE_DIR may say where it lives.
+    # The shared broker is the one on the default port; ANTINEX_KAFKA_STATE_DIR may say
+    # where it lives.
     for flag in ("--port", "--kafka-version", "--timeout"):
-        monkeypatch.delenv(env_name(flag), raising=False)
+        monkeypatch.delenv(env_name(flag, "kafka"), raising=False)
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = cli.main(list(argv))
