@@ -109,11 +109,14 @@ def invalid_rows(batch: np.ndarray) -> list[tuple[int, str, str]]:
 # JSON ---------------------------------------------------------------------------------------
 
 
+_MISSING = tuple(f.missing for f in FIELDS)
+
+
 def record_to_dict(record: Sequence[Any]) -> dict[str, Any]:
     """A record as a dict, missing fields as None."""
     return {
-        f.name: (None if value == f.missing else value)
-        for f, value in zip(FIELDS, record, strict=True)
+        name: (None if value == missing else value)
+        for name, value, missing in zip(NAMES, record, _MISSING, strict=True)
     }
 
 
