@@ -410,7 +410,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         final = scrape(port)
-        results["alerts"] = final.get("antinex_processor_alerts_published_total")
+        results["alerts"] = sum(
+            v for k, v in final.items() if k.startswith("antinex_processor_alerts_published_total")
+        )
         results["dead_lettered"] = sum(
             v
             for k, v in final.items()

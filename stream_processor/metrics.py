@@ -59,7 +59,9 @@ RECORDS_SCORED = Counter(
     "antinex_processor_records_scored", "Records scored by the model, by verdict", ["verdict"]
 )
 ALERTS_PUBLISHED = Counter(
-    "antinex_processor_alerts_published", "Alerts acknowledged by the broker on the alerts topic"
+    "antinex_processor_alerts_published",
+    "Alerts acknowledged by the broker on the alerts topic, by the model's attack type",
+    ["attack_type"],
 )
 ALERTS_SUPPRESSED = Counter(
     "antinex_processor_alerts_suppressed",

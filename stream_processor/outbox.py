@@ -44,7 +44,7 @@ class Outbox:
                 value=alerts.encode(document),
                 headers=[("content-type", alerts.CONTENT_TYPE)],
             )
-            future.add_callback(self._alert_acked)
+            future.add_callback(self._alert_acked, document["antinex"]["attack_type"])
             future.add_errback(self._failed, "alert")
             self.pending += 1
 
@@ -84,8 +84,8 @@ class Outbox:
     def close(self, timeout_s: float = 5.0) -> None:
         self.producer.close(timeout=timeout_s)
 
-    def _alert_acked(self, _metadata: Any) -> None:
-        metrics.ALERTS_PUBLISHED.inc()
+    def _alert_acked(self, attack_type: str, _metadata: Any) -> None:
+        metrics.ALERTS_PUBLISHED.labels(attack_type=attack_type).inc()
 
     def _dead_letter_acked(self, reason: str, _metadata: Any) -> None:
         metrics.DEAD_LETTERED.labels(reason=reason).inc()

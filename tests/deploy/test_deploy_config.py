@@ -424,22 +424,11 @@ class TestMetricsPortsAndJobs:
 
 
 def grouping_cases() -> list[Any]:
-    """Every dashboard query and alert condition; the alerts-by-attack-type panel is expected
-    to fail while the processor's alert counter has no attack_type label."""
-    from stream_processor.metrics import ALERTS_PUBLISHED
-
-    missing_label = pytest.mark.xfail(
-        "attack_type" not in ALERTS_PUBLISHED._labelnames,
-        reason="antinex_processor_alerts_published_total carries no attack_type label yet",
-        strict=True,
-    )
+    """Every dashboard query and alert condition."""
     queries = dashboard_queries() + [
         Query(f"alert {r['alert']}", r["expr"]) for r in rules() if "alert" in r
     ]
-    return [
-        pytest.param(q, id=q.where, marks=[missing_label] if "attack_type" in q.expr else [])
-        for q in queries
-    ]
+    return [pytest.param(q, id=q.where) for q in queries]
 
 
 @pytest.fixture(scope="module")
