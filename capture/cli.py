@@ -117,6 +117,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_flag(
         source,
+        "--user",
+        scope=scope,
+        help="Run as this user once the capture socket and the output are open (needs root)",
+    )
+    add_flag(
+        source,
         "--socket-buffer-mb",
         scope=scope,
         default=64,
@@ -232,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     from capture.context import ContextTracker
     from capture.sensor import Sensor
     from capture.sinks import FileSink
-    from capture.sources import LiveSource, PcapSource
+    from capture.sources import LiveSource, PcapSource, drop_privileges, look_up_user
 
     if bool(args.interface) == bool(args.pcap):
         raise UsageError("give exactly one of --interface IFACE or --pcap FILE")
@@ -240,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--payload-bytes {args.payload_bytes} is outside 0..1500")
     if args.limit < 0:
         raise UsageError(f"--limit {args.limit} is negative; give 0 for no limit")
+    user = look_up_user(args.user) if args.user else None
     if args.pcap:
         source: PcapSource | LiveSource = PcapSource(args.pcap, args.speed)
     else:
@@ -247,6 +254,12 @@ def run(args: argparse.Namespace) -> int:
     start_metrics(args)
     if args.output == "kafka":
         from capture.publisher import KafkaPublisher, KafkaSettings
+
+        if user is not None:
+            # Limitation: a module first imported after the drop must be readable by that user
+            # (a Python under /root is not), so the broker client is imported while still root,
+            # and before the publisher's thread would import it at the same time.
+            import kafka  # noqa: F401
 
         settings = KafkaSettings(
             bootstrap_servers=args.bootstrap_servers,
@@ -265,5 +278,7 @@ def run(args: argparse.Namespace) -> int:
         output = FileSink(args.out, args.output)
     context = ContextTracker(args.context_table_size) if args.context_table_size > 0 else None
     sensor = Sensor(source, output, args.payload_bytes, args.limit, args.duration, context)
+    if user is not None:
+        drop_privileges(user)
     report = sensor.run()
     return 0 if report.captured == 0 or report.published or args.output != "kafka" else 1

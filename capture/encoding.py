@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import tokenize
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -79,7 +80,7 @@ class BatchCodec:
                 else np.lib.format.read_array_header_2_0
             )
             shape, fortran, dtype = read_header(stream)
-        except (ValueError, SyntaxError) as err:
+        except (ValueError, SyntaxError, tokenize.TokenError) as err:
             raise BadMessage("bad_batch_header", str(err)) from err
         if dtype.names is None or tuple(dtype.names) != NAMES or fortran or len(shape) != 1:
             found = "no fields" if dtype.names is None else f"{len(dtype.names)} fields"

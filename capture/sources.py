@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import socket
 import struct
 import time
@@ -27,6 +28,7 @@ _SO_RCVBUFFORCE = 33
 # ARPHRD_* hardware types of a live interface, and the link type their frames start with.
 _HWTYPE_TO_LINK = {1: 1, 772: 1, 65534: 101, 776: 101}
 _SNAPLEN = 65535
+_MAX_RECORD = 262144  # the largest snapshot length libpcap writes
 _PAUSE_S = 0.05
 
 
@@ -61,6 +63,44 @@ def _open_pcap(path: str):
         raise UsageError(f"{path} is not a readable pcap or pcapng file ({err})") from err
 
 
+class UserIds(NamedTuple):
+    """The user the sensor runs as once its capture socket is open."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def look_up_user(name: str) -> UserIds:
+    """The uid and primary gid of user ``name``; a usage error when there is no such user."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise UsageError(
+            f"--user {name}: no such user; give a user listed by `getent passwd`"
+        ) from None
+    return UserIds(name, entry.pw_uid, entry.pw_gid)
+
+
+def drop_privileges(user: UserIds) -> None:
+    """Become ``user``: no supplementary groups, its gid, then its uid, for good.
+
+    Called once the capture socket and the output are open, which is what needs root: the
+    sensor then reads, decodes and publishes without root, so a flaw in packet parsing cannot
+    act as root. Every thread of the process changes user (glibc applies set*id to all threads).
+    """
+    try:
+        os.setgroups([])
+        os.setgid(user.gid)
+        os.setuid(user.uid)
+    except PermissionError as err:
+        raise UsageError(
+            f"--user {user.name}: changing user needs root (running as uid {os.getuid()}); "
+            "start the sensor as root or leave --user out"
+        ) from err
+    log.info("privileges_dropped", extra={"user": user.name, "uid": user.uid, "gid": user.gid})
+
+
 class PcapSource:
     """Frames of a pcap or pcapng file, optionally paced to the recorded timing.
 
@@ -87,6 +127,7 @@ class PcapSource:
         reader = self._reader
         is_ng = hasattr(reader, "interfaces")
         link_type = getattr(reader, "linktype", 1)
+        snaplen = getattr(reader, "snaplen", 0)
         ns_per_unit = 1 if getattr(reader, "nano", False) else 1000
         first_ts = first_clock = None
         block_start = [0]
@@ -117,6 +158,14 @@ class PcapSource:
                     link_type = meta.linktype
                 else:
                     ts_ns = meta.sec * 1_000_000_000 + meta.usec * ns_per_unit
+                    if meta.caplen > max(snaplen, _MAX_RECORD):
+                        # scapy has skipped what it took for this record's data: the rest of
+                        # the file is gone, so say where and why instead of ending quietly.
+                        self.stats.end_reason = (
+                            f"a corrupt record claims {meta.caplen} bytes (snaplen {snaplen}); "
+                            "the rest of the file was not read"
+                        )
+                        break
                     if len(data) < min(meta.caplen, _SNAPLEN):  # the file ends in this record
                         self._note_truncated()
                         if not data:
