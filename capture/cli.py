@@ -210,7 +210,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         kafka,
         "--linger-ms",
         scope=scope,
-        default=200,
+        default=25,
         type=int,
         help="Longest wait before a partly filled batch is sent",
     )

@@ -37,7 +37,7 @@ class KafkaSettings:
     topic: str = "antinex.packets"
     partitions: int = 3
     batch_records: int = 500
-    linger_ms: int = 200
+    linger_ms: int = 25
     compression: str = "lz4"
     queue_batches: int = 256
     encoding: str = "batch"
@@ -204,7 +204,9 @@ class KafkaPublisher:
         return KafkaProducer(
             bootstrap_servers=s.bootstrap_servers.split(","),
             acks="all",
-            linger_ms=s.linger_ms,
+            # Records already wait in the per-partition batches for up to linger_ms; a second
+            # wait inside the producer would only add to the latency.
+            linger_ms=0,
             compression_type=None if s.compression == "none" else s.compression,
             max_request_size=MAX_MESSAGE_BYTES,
             batch_size=1 << 20,
