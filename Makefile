@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ANTINEX := $(VENV)/bin/antinex
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps broker broker-stop demo test test-unit lint bench clean
+.PHONY: setup system-deps broker broker-stop demo test test-unit lint bench clean default-model
 
 # Debian packages the sensor's tests, the lab and the dashboards test use (run as root).
 system-deps:
@@ -47,3 +47,19 @@ bench: broker
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+
+# The shipped default model, rebuilt from nothing: lab runs (as root, about 15 minutes), datasets,
+# audit, training, evaluation on held-out runs, leave-one-attack-type-out and the demo capture
+# check (about 40 minutes more on two cores). Every step's output goes to DEFAULT_MODEL_OUT;
+# DEFAULT_MODEL_FLAGS=--ship installs the new version in models/default and the demo capture in
+# lab/captures; --runs DIR reuses recorded lab runs instead of recording new ones.
+DEFAULT_MODEL_OUT ?= $(HOME)/.cache/antinex/default-model
+DEFAULT_MODEL_FLAGS ?=
+.PHONY: default-model
+default-model: setup
+	$(PY) models/default/rebuild.py $(DEFAULT_MODEL_OUT) $(DEFAULT_MODEL_FLAGS)
+
+# Record the lab runs, build the datasets, train and evaluate the default model, leave-one-out
+# included, and install it in models/default (root; about an hour on 2 cores).
+default-model: setup
+	$(PY) models/default/rebuild.py out/default-model --ship
