@@ -58,8 +58,3 @@ DEFAULT_MODEL_FLAGS ?=
 .PHONY: default-model
 default-model: setup
 	$(PY) models/default/rebuild.py $(DEFAULT_MODEL_OUT) $(DEFAULT_MODEL_FLAGS)
-
-# Record the lab runs, build the datasets, train and evaluate the default model, leave-one-out
-# included, and install it in models/default (root; about an hour on 2 cores).
-default-model: setup
-	$(PY) models/default/rebuild.py out/default-model --ship
