@@ -44,6 +44,8 @@ import bench_processor as processor_bench
 import bench_sensor as sensor_bench
 from support import tiny_model, traffic
 
+from capture.publisher import KafkaSettings
+
 LATENCY_TARGET_S = 0.100
 LATENCY_TARGET_RATE = 10_000
 DRIFT_TARGET_PCT = 5.0
@@ -479,7 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="1000,10000,20000", help="Live rates, packets/s")
     parser.add_argument("--seconds", type=float, default=10.0, help="Seconds sent per rate")
-    parser.add_argument("--linger-ms", type=int, default=50, help="The sensor's --linger-ms")
+    parser.add_argument(
+        "--linger-ms",
+        type=int,
+        default=KafkaSettings.linger_ms,
+        help="The sensor's --linger-ms (default: the sensor's own)",
+    )
     parser.add_argument("--live-partitions", type=int, default=3, help="Live topic partitions")
     parser.add_argument("--warmup-packets", type=int, default=500, help="Sent before measuring")
     parser.add_argument("--records", type=int, default=3_000_000, help="Records pre-filled")

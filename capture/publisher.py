@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -77,6 +78,7 @@ class KafkaPublisher:
         self._partitions = settings.partitions
         self._pending: dict[int, list[Sequence[Any]]] = {}
         self._oldest: dict[int, float] = {}
+        self.due = math.inf
         self._queue: queue.Queue[tuple[int, list[Sequence[Any]]] | None] = queue.Queue(
             maxsize=settings.queue_batches
         )
@@ -96,7 +98,8 @@ class KafkaPublisher:
         batch = self._pending.get(partition)
         if batch is None:
             batch = self._pending[partition] = []
-            self._oldest[partition] = time.monotonic()
+            started = self._oldest[partition] = time.monotonic()
+            self.due = min(self.due, started + self.settings.linger_ms / 1000)
         batch.append(record)
         if len(batch) >= self.settings.batch_records:
             self._enqueue(partition)
@@ -106,6 +109,8 @@ class KafkaPublisher:
         limit = time.monotonic() - self.settings.linger_ms / 1000
         for partition in [p for p, t in self._oldest.items() if t <= limit]:
             self._enqueue(partition)
+        oldest = min(self._oldest.values(), default=math.inf)
+        self.due = oldest + self.settings.linger_ms / 1000
 
     def _enqueue(self, partition: int, wait: float = 0.0) -> None:
         rows = self._pending.pop(partition)

@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from antinex.heap import freeze_startup_heap
 from antinex.logs import event
 from capture import metrics
 from capture.context import ContextTracker
@@ -22,6 +23,9 @@ _FLUSH_S = 0.05  # longest time between them when packets trickle in
 
 
 class Output(Protocol):
+    # Monotonic time by which ``tick`` must run (a batch's linger ends); inf when nothing waits.
+    due: float
+
     def add(self, record: Any) -> None: ...
     def tick(self) -> None: ...
     def close(self, timeout: float = ...) -> None: ...
@@ -71,6 +75,7 @@ class Sensor:
 
     def run(self) -> SensorReport:
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        freeze_startup_heap()
         try:
             self._loop()
         finally:
@@ -83,7 +88,8 @@ class Sensor:
         decode = self.decoder.decode
         add = self.output.add
         update_context = self.context.update if self.context else None
-        clock = time.perf_counter
+        clock = time.monotonic
+        output = self.output
         report = self.report
         undecodable = report.undecodable
         started = time.monotonic()
@@ -122,6 +128,8 @@ class Sensor:
                 decode_s += now - began
                 if self._stop or report.captured == limit:
                     break
+                if now >= output.due:  # a batch's linger is over
+                    output.tick()
                 if in_chunk < _CHUNK and now - flushed < _FLUSH_S:
                     continue
             # A full chunk, a pause in the input, or time to flush: linger, metrics, limits.

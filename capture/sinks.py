@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from collections.abc import Sequence
 from typing import IO, Any
@@ -14,6 +15,8 @@ from capture.schema import FIELDS, NAMES
 
 class FileSink:
     """Writes records as ``jsonl`` or ``csv`` to ``path`` (``-`` is standard output)."""
+
+    due = math.inf  # lines are flushed on the sensor's regular ticks; no batch lingers here
 
     def __init__(self, path: str, fmt: str) -> None:
         self.fmt = fmt

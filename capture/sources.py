@@ -29,7 +29,7 @@ _SO_RCVBUFFORCE = 33
 _HWTYPE_TO_LINK = {1: 1, 772: 1, 65534: 101, 776: 101}
 _SNAPLEN = 65535
 _MAX_RECORD = 262144  # the largest snapshot length libpcap writes
-_PAUSE_S = 0.05
+_IDLE_WAKE_S = 0.01  # longest wait for input before the sensor gets a turn to flush
 
 
 class Frame(NamedTuple):
@@ -175,8 +175,8 @@ class PcapSource:
                         first_ts, first_clock = ts_ns, time.monotonic()
                     due = first_clock + (ts_ns - first_ts) / 1e9 / self.factor
                     ahead = due - time.monotonic()
-                    while ahead > _PAUSE_S:  # a long wait: let the caller flush meanwhile
-                        time.sleep(_PAUSE_S)
+                    while ahead > _IDLE_WAKE_S:  # a long wait: let the caller flush meanwhile
+                        time.sleep(_IDLE_WAKE_S)
                         yield None
                         ahead = due - time.monotonic()
                     if ahead > 0.001:
@@ -251,7 +251,8 @@ class LiveSource:
             raw.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, buffer_bytes)
         except OSError:
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
-        raw.settimeout(0.2)
+        # Wake often enough when the input goes quiet that a lingering batch leaves on time.
+        raw.settimeout(_IDLE_WAKE_S)
         hwtype = raw.getsockname()[3]
         if hwtype not in _HWTYPE_TO_LINK:
             self._socket.close()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from antinex.heap import freeze_startup_heap
 from antinex.logs import event
 from antinex.options import RuntimeFailure
 from stream_processor import metrics
@@ -86,6 +87,7 @@ class Processor:
         """Process until SIGTERM/SIGINT (or ``stop`` is set); return the exit code."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
         publish_model_info(self.scorer.model)
+        freeze_startup_heap()
         try:
             while not self.stop.is_set():
                 polled = self.consumer.poll(timeout_ms=500)
