@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -32,6 +33,8 @@ class _LabellingSink:
 
     ``share_done`` tells the progress bar how far through its input the build is.
     """
+
+    due = math.inf  # chunks are labelled on the sensor's regular ticks
 
     def __init__(
         self, writer: DatasetWriter, rules: list[LabelRule], scenario: str, capture: str
