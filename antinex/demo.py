@@ -1,7 +1,8 @@
 """``antinex demo``: the whole pipeline on one machine, from a capture to alerts on screen.
 
 It starts the processor with the default model, tails the alerts topic for the person at the
-terminal, replays a lab capture through the sensor into Kafka, waits until every record is
+terminal, feeds the sensor (a shipped lab capture replayed, or with ``--live`` the lab's quick
+scenario captured live on its victim's interface) into Kafka, waits until every record is
 scored, and ends with a summary. Each run uses topics of its own, so its counts are exact.
 """
 
@@ -17,6 +18,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Run the whole pipeline on a lab capture and show the alerts",
         description="Start the processor with the default model, replay a lab capture through "
         "the sensor into the local Kafka broker (antinex kafka start), print alerts as they "
-        "arrive, and finish with a summary. With --live (root), first record a fresh capture "
-        "with the lab's quick scenario.",
+        "arrive, and finish with a summary. With --live (root), run the lab's quick scenario "
+        "instead and stream its victim's interface live through the sensor.",
     )
     scope = "demo"
     add_flag(parser, "--model", scope=scope, default=str(DEFAULT_MODEL), help="Model directory")
@@ -53,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--live",
         scope=scope,
         switch=True,
-        help="Record a fresh capture with the lab's quick scenario first (root)",
+        help="Capture the lab's quick scenario live instead of replaying --pcap (root)",
     )
     add_flag(
         parser, "--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers"
@@ -79,24 +81,70 @@ def run(args: argparse.Namespace) -> int:
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     topics = {name: f"antinex.demo-{stamp}.{name}" for name in ("packets", "alerts", "dead")}
-    with tempfile.TemporaryDirectory(prefix="antinex-demo-") as work:
-        pcap = _live_capture(Path(work)) if args.live else Path(args.pcap)
-        if not pcap.is_file():
-            raise UsageError(f"capture {pcap} does not exist; give one with --pcap")
-        return _run_pipeline(args, pcap, topics, Path(work), stamp)
-
-
-def _live_capture(work: Path) -> Path:
-    if os.geteuid() != 0:
+    if args.live and os.geteuid() != 0:
         raise UsageError("--live builds network namespaces and needs root; run it as root")
+    if not args.live and not Path(args.pcap).is_file():
+        raise UsageError(f"capture {args.pcap} does not exist; give one with --pcap")
+    feed = _live if args.live else _replay
+    with tempfile.TemporaryDirectory(prefix="antinex-demo-") as work:
+        return _run_pipeline(args, feed, topics, Path(work), stamp)
+
+
+# A feed puts packet records on the packets topic and returns its sensor's log and a line that
+# says where the packets came from.
+Feed = Callable[[argparse.Namespace, dict[str, str], Path], tuple[Path, str]]
+
+
+def _replay(args: argparse.Namespace, topics: dict[str, str], work: Path) -> tuple[Path, str]:
+    log = work / "sensor.log"
+    sensor = _antinex(
+        "sensor",
+        "--pcap",
+        args.pcap,
+        "--speed",
+        args.speed,
+        "--bootstrap-servers",
+        args.bootstrap_servers,
+        "--packets-topic",
+        topics["packets"],
+        "--metrics-port",
+        str(SENSOR_METRICS_PORT),
+        log=log,
+    )
+    if sensor.returncode != 0:
+        raise RuntimeFailure(f"the sensor failed; its log: {_tail_of(log)}")
+    return log, f"{args.pcap} (replayed, speed {args.speed})"
+
+
+def _live(args: argparse.Namespace, topics: dict[str, str], work: Path) -> tuple[Path, str]:
     out = work / "lab"
-    print("recording the lab's quick scenario (about a minute) ...", flush=True)
-    _antinex("lab", "run", "--scenario", "quick", "--out", str(out)).check_returncode()
-    return out / "capture.pcap"
+    print(
+        "running the lab's quick scenario (about a minute): benign clients and attack tools "
+        "against a victim, its interface captured live\n",
+        flush=True,
+    )
+    lab = _antinex(
+        "lab",
+        "run",
+        "--scenario",
+        "quick",
+        "--out",
+        str(out),
+        "--stream-to",
+        args.bootstrap_servers,
+        "--packets-topic",
+        topics["packets"],
+        "--stream-metrics-port",
+        str(SENSOR_METRICS_PORT),
+        log=work / "lab.log",
+    )
+    if lab.returncode != 0:
+        raise RuntimeFailure(f"the lab run failed; its log: {_tail_of(work / 'lab.log')}")
+    return out / "logs" / "stream.log", "live capture of the lab's quick scenario"
 
 
 def _run_pipeline(
-    args: argparse.Namespace, pcap: Path, topics: dict[str, str], work: Path, stamp: str
+    args: argparse.Namespace, feed: Feed, topics: dict[str, str], work: Path, stamp: str
 ) -> int:
     kafka = ["--bootstrap-servers", args.bootstrap_servers]
     processor = _start(
@@ -136,29 +184,15 @@ def _run_pipeline(
                 "--from-beginning",
             ],
         )
-        sensor = _antinex(
-            "sensor",
-            "--pcap",
-            str(pcap),
-            "--speed",
-            args.speed,
-            *kafka,
-            "--packets-topic",
-            topics["packets"],
-            "--metrics-port",
-            str(SENSOR_METRICS_PORT),
-            log=work / "sensor.log",
-        )
-        if sensor.returncode != 0:
-            raise RuntimeFailure(f"the sensor failed; its log: {_tail_of(work / 'sensor.log')}")
-        published = _sensor_figure(work / "sensor.log", "published")
+        sensor_log, source = feed(args, topics, work)
+        published = _sensor_figure(sensor_log, "published")
         scored = _wait_until_scored(published, processor, args.timeout)
     finally:
         _stop(processor)
         time.sleep(1.5)  # let the tail print the last alerts
         if tail is not None:
             _stop(tail)
-    _summary(args, pcap, work, topics, published, scored)
+    _summary(args, source, sensor_log, topics, published, scored)
     return 0
 
 
@@ -230,11 +264,15 @@ def _wait_until_scored(published: int, processor: subprocess.Popen, seconds: flo
 
 
 def _sensor_figure(log: Path, name: str) -> int:
+    """A count from the sensor's closing ``sensor_stopped`` event (text or JSON log)."""
     for line in log.read_text().splitlines():
-        if "sensor_stopped" in line:
-            for part in line.split():
-                if part.startswith(f"{name}="):
-                    return int(part.split("=", 1)[1])
+        if "sensor_stopped" not in line:
+            continue
+        if line.startswith("{"):
+            return int(json.loads(line).get(name, 0))
+        for part in line.split():
+            if part.startswith(f"{name}="):
+                return int(part.split("=", 1)[1])
     return 0
 
 
@@ -261,20 +299,20 @@ def _read_alerts(bootstrap: str, topic: str) -> list[dict[str, Any]]:
 
 def _summary(
     args: argparse.Namespace,
-    pcap: Path,
-    work: Path,
+    source: str,
+    sensor_log: Path,
     topics: dict[str, str],
     published: int,
     scored: int,
 ) -> None:
-    captured = _sensor_figure(work / "sensor.log", "captured")
+    captured = _sensor_figure(sensor_log, "captured")
     alerts = _read_alerts(args.bootstrap_servers, topics["alerts"])
     by_type = Counter(
         (a.get("antinex", {}).get("attack_type") or a.get("rule", {}).get("name") or "attack")
         for a in alerts
     )
     print("\nsummary")
-    print(f"  capture            {pcap}")
+    print(f"  packets from       {source}")
     print(f"  packets captured   {captured:,}")
     print(f"  records published  {published:,}  (topic {topics['packets']})")
     print(f"  records scored     {scored:,}")

@@ -106,6 +106,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scope = "sensor"
     source = parser.add_argument_group("source (one of)")
     add_flag(source, "--interface", scope=scope, help="Capture live on this interface (root)")
+    add_flag(
+        source,
+        "--netns",
+        scope=scope,
+        help="Network namespace (as `ip netns` names it) that --interface lives in; the broker "
+        "connection and metrics stay in the sensor's own namespace",
+    )
     add_flag(source, "--pcap", scope=scope, help="Replay this pcap or pcapng file")
     add_flag(source, "--filter", scope=scope, help="BPF filter for live capture, e.g. 'tcp'")
     add_flag(
@@ -242,6 +249,8 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.interface) == bool(args.pcap):
         raise UsageError("give exactly one of --interface IFACE or --pcap FILE")
+    if args.netns and not args.interface:
+        raise UsageError("--netns names the namespace of --interface; give --interface too")
     if not 0 <= args.payload_bytes <= 1500:
         raise UsageError(f"--payload-bytes {args.payload_bytes} is outside 0..1500")
     if args.limit < 0:
@@ -249,6 +258,11 @@ def run(args: argparse.Namespace) -> int:
     user = look_up_user(args.user) if args.user else None
     if args.pcap:
         source: PcapSource | LiveSource = PcapSource(args.pcap, args.speed)
+    elif args.netns:
+        from capture import netns
+
+        with netns.inside(args.netns):
+            source = LiveSource(args.interface, args.filter, args.socket_buffer_mb << 20)
     else:
         source = LiveSource(args.interface, args.filter, args.socket_buffer_mb << 20)
     start_metrics(args)

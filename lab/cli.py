@@ -39,6 +39,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=non_negative_float,
         help="Seconds of traffic; 0 keeps the scenario's own duration",
     )
+    add_flag(
+        parser,
+        "--stream-to",
+        scope=scope,
+        help="Also publish the victim's packets live to this Kafka bootstrap address, "
+        "as `antinex sensor` does",
+    )
+    add_flag(
+        parser,
+        "--packets-topic",
+        scope=scope,
+        default="antinex.packets",
+        help="Topic for --stream-to",
+    )
+    add_flag(
+        parser,
+        "--stream-metrics-port",
+        scope=scope,
+        default=0,
+        type=int,
+        help="Metrics port of the streaming sensor; 0 turns its endpoint off",
+    )
     parser.set_defaults(run=run)
 
 
@@ -63,8 +85,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--duration {args.duration:g} is over an hour; give at most 3600")
     from lab.report import format_summary
     from lab.runner import run_lab
+    from lab.services import StreamTarget
 
-    summary = run_lab(loaded, Path(args.out), args.duration or None)
+    stream = None
+    if args.stream_to:
+        stream = StreamTarget(args.stream_to, args.packets_topic, args.stream_metrics_port)
+    summary = run_lab(loaded, Path(args.out), args.duration or None, stream)
     print(format_summary(summary))
     if summary["interrupted"]:
         print(f"antinex: the run was interrupted; partial results are in {args.out}")

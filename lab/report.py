@@ -74,6 +74,7 @@ def build_summary(
         "pcap_packets": capture_report.get("tcpdump", {}).get("captured"),
         "pcap_dropped_by_kernel": capture_report.get("tcpdump", {}).get("dropped_by_kernel"),
         "sensor": capture_report.get("sensor", {}),
+        **({"stream": capture_report["stream"]} if "stream" in capture_report else {}),
         "records": counts.records if counts else 0,
         "records_by_attack_type": dict(sorted(counts.by_type.items())) if counts else {},
         "windows": window_rows,

@@ -26,7 +26,14 @@ from lab.labels import TAIL_S, AttackWindow, write_label_file
 from lab.network import LabNetwork
 from lab.processes import LabProcess, Supervisor
 from lab.scenario import AttackStep, BenignStep, Scenario
-from lab.services import SITE, Captures, start_captures, start_services, stop_captures
+from lab.services import (
+    SITE,
+    Captures,
+    StreamTarget,
+    start_captures,
+    start_services,
+    stop_captures,
+)
 from lab.tools import ACTIVITIES, ATTACKS, SERVICE_BINARIES, Target
 
 log = logging.getLogger("antinex.lab")
@@ -88,8 +95,14 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_lab(scenario: Scenario, out: Path, duration_s: float | None = None) -> dict[str, Any]:
-    """Run ``scenario`` for ``duration_s`` (default: its own) into ``out``; return the summary."""
+def run_lab(
+    scenario: Scenario,
+    out: Path,
+    duration_s: float | None = None,
+    stream: StreamTarget | None = None,
+) -> dict[str, Any]:
+    """Run ``scenario`` for ``duration_s`` (default: its own) into ``out``, also streaming the
+    capture to Kafka when ``stream`` says where; return the summary."""
     problem = missing_requirements(scenario)
     if problem:
         raise UsageError(problem)
@@ -112,7 +125,7 @@ def run_lab(scenario: Scenario, out: Path, duration_s: float | None = None) -> d
         with _sigterm_as_interrupt():
             network.build()
             service_notes = start_services(network, supervisor, workdir).notes
-            captures = start_captures(network, supervisor, out)
+            captures = start_captures(network, supervisor, out, stream)
             _play(scenario, _Timeline(network, supervisor, workdir, state, duration))
     except KeyboardInterrupt:
         interrupted = True

@@ -110,6 +110,16 @@ class Captures:
     sensor: LabProcess
     pcap: Path
     records: Path
+    stream: LabProcess | None = None  # a sensor publishing the same interface to Kafka
+
+
+@dataclass
+class StreamTarget:
+    """Where a run also streams its capture: a Kafka broker and packets topic."""
+
+    bootstrap_servers: str
+    topic: str
+    metrics_port: int = 0
 
 
 def sensor_command() -> list[str]:
@@ -118,8 +128,11 @@ def sensor_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "antinex.cli"]
 
 
-def start_captures(network: LabNetwork, supervisor: Supervisor, out: Path) -> Captures:
-    """Start tcpdump and the sensor on the victim's interface; return once both capture."""
+def start_captures(
+    network: LabNetwork, supervisor: Supervisor, out: Path, stream: StreamTarget | None = None
+) -> Captures:
+    """Start tcpdump and the sensor on the victim's interface, and with ``stream`` a second
+    sensor that publishes the same interface to Kafka; return once all of them capture."""
     prefix, iface = network.exec_prefix("victim"), network.victim.iface
     pcap, records = out / "capture.pcap", out / "records.jsonl"
     tcpdump = supervisor.start(
@@ -131,20 +144,40 @@ def start_captures(network: LabNetwork, supervisor: Supervisor, out: Path) -> Ca
         [*prefix, *sensor_command(), "--log-format", "json", "sensor", "--interface", iface,
          "--output", "jsonl", "--out", str(records), "--metrics-port", "0"],
     )  # fmt: skip
-    for process, ready in ((tcpdump, "listening on"), (sensor, "sensor_started")):
+    started = [(tcpdump, "listening on"), (sensor, "sensor_started")]
+    streaming = None
+    if stream is not None:
+        # This sensor stays in the host's namespace, where the broker is, and opens its capture
+        # socket in the victim's.
+        streaming = supervisor.start(
+            "stream",
+            [*sensor_command(), "--log-format", "json", "sensor", "--interface", iface,
+             "--netns", network.victim.namespace, "--bootstrap-servers",
+             stream.bootstrap_servers, "--packets-topic", stream.topic, "--metrics-port",
+             str(stream.metrics_port)],
+        )  # fmt: skip
+        started.append((streaming, "sensor_started"))
+    for process, ready in started:
         if not wait_for_text(process, ready, 60.0):
             raise RuntimeFailure(f"{process.name} did not start capturing; see {process.log_path}")
     event(log, logging.INFO, "lab_capture_started", iface=iface, pcap=str(pcap))
-    return Captures(tcpdump, sensor, pcap, records)
+    return Captures(tcpdump, sensor, pcap, records, streaming)
 
 
 def stop_captures(captures: Captures, supervisor: Supervisor) -> dict[str, Any]:
-    """Stop both captures so they flush (SIGINT), and return what each reported."""
+    """Stop the captures so they flush (SIGINT), and return what each reported."""
     import signal
 
-    for process in (captures.tcpdump, captures.sensor):
-        supervisor.stop(process, signal.SIGINT, grace_s=30.0)
-    return {"tcpdump": tcpdump_counts(captures.tcpdump), "sensor": sensor_report(captures.sensor)}
+    for process in (captures.tcpdump, captures.sensor, captures.stream):
+        if process is not None:
+            supervisor.stop(process, signal.SIGINT, grace_s=30.0)
+    reports: dict[str, Any] = {
+        "tcpdump": tcpdump_counts(captures.tcpdump),
+        "sensor": sensor_report(captures.sensor),
+    }
+    if captures.stream is not None:
+        reports["stream"] = sensor_report(captures.stream)
+    return reports
 
 
 def tcpdump_counts(process: LabProcess) -> dict[str, int]:

@@ -255,6 +255,56 @@ class TestCaptureToKafka:
         finally:
             delete_topic(kafka_bootstrap, topic)
 
+    def test_an_interface_in_another_namespace_publishes_from_the_sensors_own(
+        self, veth: traffic.VethPair, start_sensor, pcap: Path, kafka_bootstrap: str
+    ):
+        """--netns: the capture socket opens inside the namespace, whose loopback has no broker,
+        while the records still reach the broker on this namespace's 127.0.0.1."""
+        topic = f"antinex.test.netns.{uuid.uuid4().hex[:12]}"
+        sensor = start_sensor(
+            veth.ns_end,
+            "--netns",
+            veth.namespace,
+            "--bootstrap-servers",
+            kafka_bootstrap,
+            "--packets-topic",
+            topic,
+        )
+        try:
+            sent = traffic.replay(veth, pcap, pps=3000)
+            sensor.wait_for(sent.sent)
+            code = sensor.stop()
+
+            assert 0 == code, sensor.log()
+            stopped = sensor.stopped_event()
+            assert (3000, 3000) == (stopped["captured"], stopped["published"])
+            from capture.encoding import BatchCodec
+
+            rows = [BatchCodec().decode(value) for value in read_topic(kafka_bootstrap, topic)]
+            assert 3000 == sum(len(batch) for batch in rows)
+            assert {veth.ns_end.encode()} == {i for batch in rows for i in batch["iface"]}
+        finally:
+            delete_topic(kafka_bootstrap, topic)
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--interface", "lo", "--netns", "anx-absent-ns"], "anx-absent-ns"),
+        (["--pcap", "x.pcap", "--netns", "anx-absent-ns"], "--netns"),
+    ],
+    ids=["missing-namespace", "netns-without-interface"],
+)
+def test_a_bad_namespace_is_one_line_and_exit_2(tmp_path: Path, flags: list[str], named: str):
+    command = [sys.executable, "-m", "antinex.cli", "sensor", *flags]
+    command += ["--output", "jsonl", "--out", str(tmp_path / "x.jsonl"), "--metrics-port", "0"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    assert 2 == done.returncode
+    lines = done.stderr.strip().splitlines()
+    assert 1 == len(lines), done.stderr
+    assert lines[0].startswith("antinex: ") and named in lines[0]
+
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[bytes]:
     """Every message value of ``topic``, from the first offset to the last."""
