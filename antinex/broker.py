@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,21 +129,26 @@ def is_up(bootstrap: str, timeout: float = 2.0) -> bool:
     return any(not broker.get("is_fenced") for broker in cluster.get("brokers", []))
 
 
-def server_settings(port: int, data_dir: Path) -> dict[str, str]:
-    """The ``server.properties`` of a combined broker+controller node listening on ``port``.
-
-    The controller listens on ``port + 1``; both bind to the loopback address only.
-    """
+def listener_settings(port: int) -> dict[str, str]:
+    """The listener properties of a node with clients on ``port`` and its controller on the next
+    port, both on the loopback address only."""
     controller = f"{HOST}:{port + 1}"
     return {
-        "process.roles": "broker,controller",
-        "node.id": "1",
         "controller.quorum.bootstrap.servers": controller,
         "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{controller}",
         "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+    }
+
+
+def server_settings(port: int, data_dir: Path) -> dict[str, str]:
+    """The ``server.properties`` of a combined broker+controller node listening on ``port``."""
+    return {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        **listener_settings(port),
         "log.dirs": str(data_dir),
         "num.partitions": "1",
         # One node: every internal topic has one replica and needs only that one in sync.
@@ -261,8 +266,12 @@ def start_broker(
     port: int = DEFAULT_PORT,
     version: str = DEFAULT_VERSION,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    extra_settings: Mapping[str, str] | None = None,
 ) -> tuple[BrokerInfo, bool]:
     """Start the broker unless it runs; return it and whether it was already running.
+
+    ``extra_settings`` replace or add server properties (more listeners, say); the start waits
+    for the PLAINTEXT listener on ``port``, so they must keep it.
 
     Raises ``RuntimeFailure`` when Java is missing, a port is taken, the jars cannot be fetched,
     or the broker does not answer within ``timeout`` seconds.
@@ -282,7 +291,8 @@ def start_broker(
                 )
         jars = fetch_jars(paths, version)
         paths.logs.mkdir(parents=True, exist_ok=True)
-        paths.properties.write_text(render_properties(server_settings(port, paths.data)))
+        settings = {**server_settings(port, paths.data), **(extra_settings or {})}
+        paths.properties.write_text(render_properties(settings))
         if not (paths.data / "meta.properties").exists():
             _format_storage(java, jars, paths)
         return _launch(java, jars, paths, port, version, timeout), False

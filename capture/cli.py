@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from antinex.kafka_security import check_broker_security
 from antinex.logs import event
 from antinex.options import UsageError, add_flag, non_negative_float, positive_int
 
@@ -40,7 +41,9 @@ def add_kafka_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def kafka_client_options(args: argparse.Namespace) -> dict[str, str]:
-    """kafka-python keyword arguments for the security flags that were given."""
+    """kafka-python keyword arguments for the security flags that were given, once the broker
+    has not refused them: a certificate the CA does not vouch for, or rejected credentials,
+    raise ``UsageError`` here rather than leave the client retrying."""
     names = {
         "security_protocol": "security_protocol",
         "ssl_cafile": "ssl_cafile",
@@ -53,6 +56,7 @@ def kafka_client_options(args: argparse.Namespace) -> dict[str, str]:
     options = {kw: getattr(args, flag) for flag, kw in names.items() if getattr(args, flag)}
     if options.get("security_protocol") == "PLAINTEXT":
         del options["security_protocol"]
+    check_broker_security(args.bootstrap_servers, options)
     return options
 
 
