@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ANTINEX := $(VENV)/bin/antinex
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: setup system-deps broker broker-stop demo test test-unit lint bench clean default-model
 
@@ -29,7 +30,7 @@ broker-stop:
 	$(ANTINEX) kafka stop
 
 demo: broker
-	$(ANTINEX) demo
+	$(ANTINEX) demo $(DEMO_ARGS)
 
 test: broker
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -105,7 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read frames from a live interface or a pcap/pcapng file, decode each into "
         "a packet record, and publish the records to Kafka (default) or write them as JSON "
         "lines or CSV. SIGINT/SIGTERM flush what is pending and exit 0.",
-        epilog="exit codes: 0 done, 1 runtime failure, 2 bad usage or input",
+        epilog="exit codes: 0 done, 1 runtime failure, 2 bad usage or input (TLS/SASL settings "
+        "the broker refuses included)",
     )
     scope = "sensor"
     source = parser.add_argument_group("source (one of)")

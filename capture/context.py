@@ -72,6 +72,15 @@ class ContextTracker:
         self.seen_ports = _BoundedTable(max_entries, _NEW_AFTER_S)
         self._checks = 0
 
+    def sizes(self) -> dict[str, int]:
+        """Entries per table, for the sensor's metrics."""
+        return {
+            "sources": len(self.sources),
+            "pairs": len(self.pairs),
+            "flows": len(self.flows),
+            "ports": len(self.seen_ports),
+        }
+
     def update(self, rec: list) -> None:
         now = rec[_TS] / 1e9
         size = rec[_FRAME_LEN]

@@ -30,6 +30,11 @@ PUBLISH_ERRORS = Counter("antinex_sensor_publish_errors", "Kafka sends that fail
 RECORDS_DROPPED = Counter(
     "antinex_sensor_records_dropped", "Records lost before publishing, by reason", ["reason"]
 )
+CONTEXT_ENTRIES = Gauge(
+    "antinex_sensor_context_entries",
+    "Entries in each context table; each is bounded by --context-table-size",
+    ["table"],
+)
 QUEUE_DEPTH = Gauge(
     "antinex_sensor_queue_records", "Records waiting between capture and the broker's ack"
 )

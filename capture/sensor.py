@@ -148,6 +148,9 @@ class Sensor:
             metrics.EXTRACT_SECONDS.observe(decode_s / packets)
             metrics.LAST_PACKET.set(last_ts / 1e9)
             self.report.partial += partial
+        if self.context is not None:
+            for table, entries in self.context.sizes().items():
+                metrics.CONTEXT_ENTRIES.labels(table).set(entries)
         report = self.report
         self._advance(metrics.PACKETS_CAPTURED, report.captured)
         self._advance(metrics.PACKETS_DECODED, report.decoded)

@@ -33,7 +33,8 @@ def _register_process(subparsers: argparse._SubParsersAction) -> None:
         "once the broker has acknowledged them. A new model version under --model is loaded "
         "between batches. SIGINT/SIGTERM finish the batch, commit and exit 0.",
         epilog="exit codes: 0 stopped by a signal, 1 runtime failure (e.g. broker unreachable "
-        "for --connect-timeout-s), 2 bad usage or a model that fails its checks",
+        "for --connect-timeout-s), 2 bad usage, a model that fails its checks, or TLS/SASL "
+        "settings the broker refuses",
     )
     scope = "processor"
     add_flag(
@@ -182,7 +183,8 @@ def _register_alerts(subparsers: argparse._SubParsersAction) -> None:
         help="Show alerts as they arrive (a table, or JSON lines)",
         description="Read the alerts topic and print each alert: time, rule/attack, source → "
         "destination, score and packets; or the alert documents as JSON lines with --json.",
-        epilog="exit codes: 0 done or interrupted, 1 broker unreachable, 2 bad usage",
+        epilog="exit codes: 0 done or interrupted, 1 broker unreachable, 2 bad usage or "
+        "TLS/SASL settings the broker refuses",
     )
     scope = "alerts"
     add_kafka_flags(parser)

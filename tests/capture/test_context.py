@@ -93,6 +93,7 @@ class TestBoundedState:
         for record in _records(packets, gap_s=0.001):
             tracker.update(record)
         # Pruning runs every 4096 packets, so a table may overshoot by at most that many.
-        for table in (tracker.sources, tracker.pairs, tracker.flows, tracker.seen_ports):
-            assert len(table) <= 1000 + 4096
+        sizes = tracker.sizes()
+        assert {"sources", "pairs", "flows", "ports"} == set(sizes)
+        assert all(1000 <= entries <= 1000 + 4096 for entries in sizes.values()), sizes
         assert tracker.sources.evicted > 0
