@@ -225,66 +225,62 @@ def test_a_missing_interface_is_one_line_and_exit_2(tmp_path: Path):
     assert lines[0].startswith("antinex: ") and "anx-absent0" in lines[0]
 
 
+@pytest.fixture
+def live_to_kafka(
+    veth: traffic.VethPair, start_sensor, pcap: Path, kafka_bootstrap: str
+) -> Iterator[Any]:
+    """Start a sensor on an interface of ``veth`` publishing to a fresh topic, replay the pcap
+    into the pair at 3,000 packets/s, stop the sensor, and return the batches on the topic."""
+    topics: list[str] = []
+
+    def run(iface: str, *flags: str) -> list[Any]:
+        from capture.encoding import BatchCodec
+
+        topic = f"antinex.test.live.{uuid.uuid4().hex[:12]}"
+        topics.append(topic)
+        sensor = start_sensor(
+            iface, *flags, "--bootstrap-servers", kafka_bootstrap, "--packets-topic", topic
+        )
+        sent = traffic.replay(veth, pcap, pps=3000)
+        sensor.wait_for(sent.sent)
+        code = sensor.stop()
+
+        assert 0 == code, sensor.log()
+        stopped = sensor.stopped_event()
+        assert (3000, 3000) == (stopped["captured"], stopped["published"])
+        return [BatchCodec().decode(value) for value in read_topic(kafka_bootstrap, topic)]
+
+    yield run
+    for topic in topics:
+        delete_topic(kafka_bootstrap, topic)
+
+
 @pytest.mark.netns
 @pytest.mark.kafka
 class TestCaptureToKafka:
     def test_every_replayed_packet_reaches_the_topic_as_valid_rows(
-        self, veth: traffic.VethPair, start_sensor, pcap: Path, kafka_bootstrap: str
+        self, veth: traffic.VethPair, live_to_kafka, pcap: Path
     ):
         """All 3,000 frames are published, read back from the broker and pass validation."""
-        from capture.encoding import BatchCodec, invalid_rows
+        from capture.encoding import invalid_rows
 
-        topic = f"antinex.test.live.{uuid.uuid4().hex[:12]}"
-        sensor = start_sensor(
-            veth.host_end, "--bootstrap-servers", kafka_bootstrap, "--packets-topic", topic
+        batches = live_to_kafka(veth.host_end)
+
+        assert [] == [bad for batch in batches for bad in invalid_rows(batch)]
+        flow_ids = Counter(r["flow_id"] for r in expected_records(pcap))
+        assert flow_ids == Counter(
+            flow_id.decode() for batch in batches for flow_id in batch["flow_id"]
         )
-        try:
-            sent = traffic.replay(veth, pcap, pps=3000)
-            sensor.wait_for(sent.sent)
-            code = sensor.stop()
-
-            assert 0 == code, sensor.log()
-            stopped = sensor.stopped_event()
-            assert (3000, 3000) == (stopped["captured"], stopped["published"])
-            batches = [BatchCodec().decode(value) for value in read_topic(kafka_bootstrap, topic)]
-            assert [] == [bad for batch in batches for bad in invalid_rows(batch)]
-            flow_ids = Counter(r["flow_id"] for r in expected_records(pcap))
-            assert flow_ids == Counter(
-                flow_id.decode() for batch in batches for flow_id in batch["flow_id"]
-            )
-        finally:
-            delete_topic(kafka_bootstrap, topic)
 
     def test_an_interface_in_another_namespace_publishes_from_the_sensors_own(
-        self, veth: traffic.VethPair, start_sensor, pcap: Path, kafka_bootstrap: str
+        self, veth: traffic.VethPair, live_to_kafka
     ):
         """--netns: the capture socket opens inside the namespace, whose loopback has no broker,
         while the records still reach the broker on this namespace's 127.0.0.1."""
-        topic = f"antinex.test.netns.{uuid.uuid4().hex[:12]}"
-        sensor = start_sensor(
-            veth.ns_end,
-            "--netns",
-            veth.namespace,
-            "--bootstrap-servers",
-            kafka_bootstrap,
-            "--packets-topic",
-            topic,
-        )
-        try:
-            sent = traffic.replay(veth, pcap, pps=3000)
-            sensor.wait_for(sent.sent)
-            code = sensor.stop()
+        batches = live_to_kafka(veth.ns_end, "--netns", veth.namespace)
 
-            assert 0 == code, sensor.log()
-            stopped = sensor.stopped_event()
-            assert (3000, 3000) == (stopped["captured"], stopped["published"])
-            from capture.encoding import BatchCodec
-
-            rows = [BatchCodec().decode(value) for value in read_topic(kafka_bootstrap, topic)]
-            assert 3000 == sum(len(batch) for batch in rows)
-            assert {veth.ns_end.encode()} == {i for batch in rows for i in batch["iface"]}
-        finally:
-            delete_topic(kafka_bootstrap, topic)
+        assert 3000 == sum(len(batch) for batch in batches)
+        assert {veth.ns_end.encode()} == {i for batch in batches for i in batch["iface"]}
 
 
 @pytest.mark.parametrize(
