@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import bench_processor as processor_bench
 import bench_sensor as sensor_bench
-from support import tiny_model, traffic
+from support import tiny_model, topics, traffic
 
 from capture.publisher import KafkaSettings
 
@@ -107,7 +107,7 @@ class LivePipeline:
 
     def _start(self) -> None:
         args = self.args
-        processor_bench.create_topic(args.bootstrap_servers, self.topic, args.live_partitions)
+        topics.create_topic(args.bootstrap_servers, self.topic, args.live_partitions)
         options = SimpleNamespace(
             bootstrap_servers=args.bootstrap_servers,
             processor_args=f"--auto-offset-reset earliest {args.processor_args}",
@@ -179,8 +179,8 @@ class LivePipeline:
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        topics = [self.topic, f"{self.topic}-alerts", f"{self.topic}-dead"]
-        processor_bench.delete_topics(self.args.bootstrap_servers, topics, self.group)
+        created = [self.topic, f"{self.topic}-alerts", f"{self.topic}-dead"]
+        topics.delete_topics(self.args.bootstrap_servers, created, [self.group])
         self._pair_context.__exit__(None, None, None)
 
 
@@ -259,7 +259,7 @@ def drain(
     ports: list[int] = []
     logs: list[Path] = []
     try:
-        processor_bench.create_topic(bootstrap, topic, args.partitions)
+        topics.create_topic(bootstrap, topic, args.partitions)
         options = SimpleNamespace(
             bootstrap_servers=bootstrap,
             processor_args=f"--auto-offset-reset earliest {args.processor_args}",
@@ -334,7 +334,7 @@ def drain(
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        processor_bench.delete_topics(bootstrap, [topic, f"{topic}-alerts", f"{topic}-dead"], group)
+        topics.delete_topics(bootstrap, [topic, f"{topic}-alerts", f"{topic}-dead"], [group])
 
 
 def _planned_rows(batch: list[bytes], share: int) -> int:

@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from support import tiny_model
+from support import tiny_model, topics
 
 ANTINEX = str(Path(sys.executable).with_name("antinex"))
 KCAT = shutil.which("kcat") or "/usr/bin/kcat"
@@ -141,26 +141,6 @@ def batch_messages(
             np.save(out, rows[start : start + batch], allow_pickle=False)
             messages.setdefault(partition, []).append(out.getvalue())
     return messages
-
-
-def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topic, partitions, 1)])
-    admin.close()
-
-
-def delete_topics(bootstrap: str, topics: list[str], group: str) -> None:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    for call, arg in ((admin.delete_topics, topics), (admin.delete_groups, [group])):
-        try:
-            call(arg)
-        except Exception as err:  # cleanup only: report and go on
-            print(f"cleanup: {type(err).__name__}: {err}", file=sys.stderr)
-    admin.close()
 
 
 def prefill(
@@ -380,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         messages = batch_messages(
             pool, args.partitions, args.batch_records, args.attack_share, args.flows
         )
-        create_topic(args.bootstrap_servers, topic, args.partitions)
+        topics.create_topic(args.bootstrap_servers, topic, args.partitions)
         written, fill_s = prefill(
             args.bootstrap_servers, topic, messages, args.records, workdir, args.compression
         )
@@ -423,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
-        delete_topics(args.bootstrap_servers, [topic, f"{topic}-alerts", f"{topic}-dead"], group)
+        topics.delete_topics(
+            args.bootstrap_servers, [topic, f"{topic}-alerts", f"{topic}-dead"], [group]
+        )
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
         print(json.dumps(results), flush=True)

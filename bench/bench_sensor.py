@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from support import traffic
+from support import topics, traffic
 
 ANTINEX = str(Path(sys.executable).with_name("antinex"))
 CAPTURED = "antinex_sensor_packets_captured_total"
@@ -165,16 +165,6 @@ def _read_topic(bootstrap: str, topic: str) -> tuple[int, int]:
         consumer.close()
 
 
-def _delete_topic(bootstrap: str, topic: str) -> None:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.delete_topics([topic])
-    finally:
-        admin.close()
-
-
 def sensor_pcap_rate(pcap: Path, output: str, bootstrap: str, workdir: Path) -> dict[str, Any]:
     """``antinex sensor --pcap`` to a fresh Kafka topic or to JSON lines in /dev/null.
 
@@ -207,7 +197,7 @@ def sensor_pcap_rate(pcap: Path, output: str, bootstrap: str, workdir: Path) -> 
         try:
             result["read_back"], result["invalid_rows"] = _read_topic(bootstrap, topic)
         finally:
-            _delete_topic(bootstrap, topic)
+            topics.delete_topics(bootstrap, [topic])
     return result
 
 
@@ -275,7 +265,7 @@ def live_rate(
         try:
             delivered, result["invalid_rows"] = _read_topic(bootstrap, topic)
         finally:
-            _delete_topic(bootstrap, topic)
+            topics.delete_topics(bootstrap, [topic])
     result["delivered"] = delivered
     result["lost"] = sent.sent - delivered
     result["lost_pct"] = 100.0 * result["lost"] / sent.sent

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import traffic
+from support import topics, traffic
 
 from capture.decode import FrameDecoder, Undecodable
 from capture.encoding import record_to_dict
@@ -231,13 +231,13 @@ def live_to_kafka(
 ) -> Iterator[Any]:
     """Start a sensor on an interface of ``veth`` publishing to a fresh topic, replay the pcap
     into the pair at 3,000 packets/s, stop the sensor, and return the batches on the topic."""
-    topics: list[str] = []
+    created: list[str] = []
 
     def run(iface: str, *flags: str) -> list[Any]:
         from capture.encoding import BatchCodec
 
         topic = f"antinex.test.live.{uuid.uuid4().hex[:12]}"
-        topics.append(topic)
+        created.append(topic)
         sensor = start_sensor(
             iface, *flags, "--bootstrap-servers", kafka_bootstrap, "--packets-topic", topic
         )
@@ -248,11 +248,10 @@ def live_to_kafka(
         assert 0 == code, sensor.log()
         stopped = sensor.stopped_event()
         assert (3000, 3000) == (stopped["captured"], stopped["published"])
-        return [BatchCodec().decode(value) for value in read_topic(kafka_bootstrap, topic)]
+        return [BatchCodec().decode(value) for value in topics.read_values(kafka_bootstrap, topic)]
 
     yield run
-    for topic in topics:
-        delete_topic(kafka_bootstrap, topic)
+    topics.delete_topics(kafka_bootstrap, created)
 
 
 @pytest.mark.netns
@@ -300,37 +299,3 @@ def test_a_bad_namespace_is_one_line_and_exit_2(tmp_path: Path, flags: list[str]
     lines = done.stderr.strip().splitlines()
     assert 1 == len(lines), done.stderr
     assert lines[0].startswith("antinex: ") and named in lines[0]
-
-
-def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[bytes]:
-    """Every message value of ``topic``, from the first offset to the last."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        values: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(p) < ends[p] for p in partitions):
-            assert time.monotonic() < deadline, f"reading {topic} took more than {timeout} s"
-            for messages in consumer.poll(timeout_ms=1000).values():
-                values.extend(m.value for m in messages)
-        return values
-    finally:
-        consumer.close()
-
-
-def delete_topic(bootstrap: str, topic: str) -> None:
-    from kafka.admin import KafkaAdminClient
-    from kafka.errors import UnknownTopicOrPartitionError
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.delete_topics([topic])
-    except UnknownTopicOrPartitionError:
-        pass
-    finally:
-        admin.close()
