@@ -13,7 +13,7 @@ system-deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		openjdk-17-jre-headless maven tshark tcpreplay tcpdump prometheus iproute2 kcat \
 		libpcap0.8 nmap hping3 hydra sqlmap slowhttptest masscan dnsmasq siege curl dnsutils \
-		iputils-ping openssh-server >/dev/null
+		iputils-ping openssh-server openssl >/dev/null
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
