@@ -21,10 +21,15 @@ from typing import Any
 
 from antinex.logs import event
 from antinex.options import RuntimeFailure
+from stream_processor import metrics
 
 log = logging.getLogger("antinex.processor")
 
 MAX_MESSAGE_BYTES = 8 << 20
+# kafka-python backs reconnects off up to 30 s by default. After a broker restart that can
+# exceed the group's session timeout, counted from when the broker has loaded the group: the
+# member is then dropped and its partitions re-read from the last commit that got through.
+RECONNECT_BACKOFF_MAX_MS = 1000
 
 
 @dataclass
@@ -104,6 +109,42 @@ def wait_for_broker(settings: KafkaSettings, stop: threading.Event) -> bool:
             delay = min(delay * 2, 10.0)
 
 
+class PollBackoff:
+    """The wait after a consumer poll that failed with a retriable error, as kafka-python raises
+    while the broker restarts or is unreachable: ``first_s`` doubling up to ``most_s``. One
+    event when the failures start and one when a poll succeeds again, not one per retry."""
+
+    def __init__(self, first_s: float = 0.5, most_s: float = 5.0) -> None:
+        self.first_s = first_s
+        self.most_s = most_s
+        self.failures = 0
+        self._since = 0.0
+
+    def failed(self, err: Exception) -> float:
+        """Count a failed poll; return the seconds to wait before the next one."""
+        metrics.POLL_FAILURES.inc()
+        self.failures += 1
+        delay = min(self.first_s * 2 ** (self.failures - 1), self.most_s)
+        if self.failures == 1:
+            self._since = time.monotonic()
+            event(
+                log,
+                logging.WARNING,
+                "poll_failed",
+                error=type(err).__name__,
+                detail=str(err),
+                retry_in_s=delay,
+            )
+        return delay
+
+    def succeeded(self) -> None:
+        if not self.failures:
+            return
+        seconds = round(time.monotonic() - self._since, 1)
+        event(log, logging.INFO, "poll_recovered", failures=self.failures, seconds=seconds)
+        self.failures = 0
+
+
 def _ensure_topics(admin: Any, names: list[str]) -> None:
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -138,6 +179,7 @@ def make_consumer(settings: KafkaSettings, listener: Any) -> Any:
         check_crcs=check_crcs,
         session_timeout_ms=session_ms,
         heartbeat_interval_ms=max(1000, session_ms // 3),
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
         **settings.client_options,
     )
     consumer.subscribe([settings.packets_topic], listener=listener)
@@ -166,5 +208,6 @@ def make_producer(settings: KafkaSettings) -> Any:
         retries=2**31 - 1,
         delivery_timeout_ms=120_000,
         max_block_ms=30_000,
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
         **settings.client_options,
     )

@@ -82,6 +82,10 @@ PUBLISH_FAILURES = Counter(
 COMMIT_FAILURES = Counter(
     "antinex_processor_commit_failures", "Offset commits that failed; their records come again"
 )
+POLL_FAILURES = Counter(
+    "antinex_processor_poll_failures",
+    "Consumer polls that failed with a retriable broker error and were retried after a wait",
+)
 BATCH_RECORDS = Histogram(
     "antinex_processor_batch_records",
     "Records per scored batch (one consumer poll)",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from antinex.logs import event
@@ -38,15 +39,15 @@ class Outbox:
     def send_alerts(self, raised: list[Raised], model_version: str, threshold: float) -> None:
         for item in raised:
             document = alerts.alert_document(item, model_version, threshold, self.window_s)
-            future = self.producer.send(
+            self._send(
+                "alert",
                 self.alerts_topic,
-                key=item.flow_id.encode(),
-                value=alerts.encode(document),
-                headers=[("content-type", alerts.CONTENT_TYPE)],
+                item.flow_id.encode(),
+                alerts.encode(document),
+                [("content-type", alerts.CONTENT_TYPE)],
+                self._alert_acked,
+                document["antinex"]["attack_type"],
             )
-            future.add_callback(self._alert_acked, document["antinex"]["attack_type"])
-            future.add_errback(self._failed, "alert")
-            self.pending += 1
 
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:
         for letter in letters:
@@ -64,12 +65,15 @@ class Outbox:
             if len(value) > DEAD_LETTER_VALUE_LIMIT:
                 value = value[:DEAD_LETTER_VALUE_LIMIT]
                 headers.append(("truncated", b"1"))
-            future = self.producer.send(
-                self.dead_letter_topic, key=letter.key, value=value, headers=headers
+            self._send(
+                "dead_letter",
+                self.dead_letter_topic,
+                letter.key,
+                value,
+                headers,
+                self._dead_letter_acked,
+                letter.reason,
             )
-            future.add_callback(self._dead_letter_acked, letter.reason)
-            future.add_errback(self._failed, "dead_letter")
-            self.pending += 1
 
     def settle(self, timeout_s: float | None = None) -> bool:
         """Wait until every send so far is acknowledged or failed; True when none failed since
@@ -83,6 +87,27 @@ class Outbox:
 
     def close(self, timeout_s: float = 5.0) -> None:
         self.producer.close(timeout=timeout_s)
+
+    def _send(
+        self,
+        kind: str,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        acked: Callable[[str, Any], None],
+        label: str,
+    ) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            future = self.producer.send(topic, key=key, value=value, headers=headers)
+        except KafkaError as err:  # no metadata or buffer space within max_block_ms: broker away
+            self._failed(kind, err)
+            return
+        future.add_callback(acked, label)
+        future.add_errback(self._failed, kind)
+        self.pending += 1
 
     def _alert_acked(self, attack_type: str, _metadata: Any) -> None:
         metrics.ALERTS_PUBLISHED.labels(attack_type=attack_type).inc()

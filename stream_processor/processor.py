@@ -8,6 +8,11 @@ listener only closes the alert windows of the partitions that leave. A batch who
 is not committed: its partitions are rewound to the batch's first offsets and it is scored
 again. Records re-scored after a crash or rebalance are counted as duplicates (see offsets.py).
 
+A broker that restarts or becomes unreachable is waited out: kafka-python's ``poll`` raises a
+retriable error (KafkaConnectionError) when its lookup of the group coordinator and the metadata
+refresh after it both find the broker gone; such a poll is retried with backoff, and commits
+that failed meanwhile are repeated (see commits.py).
+
 SIGTERM and SIGINT end the loop after the batch in hand is committed; open alert windows are
 summarised, the consumer leaves its group and the process exits 0.
 """
@@ -27,6 +32,8 @@ from antinex.heap import freeze_startup_heap
 from antinex.logs import event
 from antinex.options import RuntimeFailure
 from stream_processor import metrics
+from stream_processor.clients import PollBackoff
+from stream_processor.commits import Commits
 from stream_processor.intake import MessageReader
 from stream_processor.offsets import ScoredMarks
 from stream_processor.outbox import Outbox
@@ -38,6 +45,8 @@ log = logging.getLogger("antinex.processor")
 
 PROGRESS_EVERY_S = 30.0
 LAG_EVERY_S = 1.0
+POLL_TIMEOUT_MS = 500
+END_OFFSETS_TIMEOUT_MS = 10_000
 
 
 @dataclass
@@ -77,9 +86,10 @@ class Processor:
         self._totals = {"consumed": 0, "scored": 0, "attacks": 0, "alerts": 0, "duplicates": 0}
         self._next_lag = 0.0
         self._lag_partitions: set[int] = set()
-        self._committed: dict[Any, Any] = {}
+        self._poll_backoff = PollBackoff()
         self._next_progress = time.monotonic() + PROGRESS_EVERY_S
         self.consumer = consumer_factory(_listener(self))
+        self.commits = Commits(self.consumer)
 
     # The loop ---------------------------------------------------------------------------------
 
@@ -90,8 +100,10 @@ class Processor:
         freeze_startup_heap()
         try:
             while not self.stop.is_set():
-                polled = self.consumer.poll(timeout_ms=500)
-                self._take_assignment()
+                polled = self._poll()
+                if not self._take_assignment():
+                    self._put_back(polled)  # scored once the marks of their partitions load
+                    polled = {}
                 if polled:
                     self.process(polled)
                 self._between_batches()
@@ -129,45 +141,35 @@ class Processor:
         if not self.outbox.settle():
             self._rewind(polled)
             return False
-        self._commit(last)
+        self.commits.acknowledged(last)
         self._count(intake.consumed, len(verdicts.scores), attacks, len(raised), duplicates)
         return True
 
     # Steps ------------------------------------------------------------------------------------
 
-    def _commit(self, last: dict[Any, int]) -> None:
-        """Commit the offsets after ``last`` without waiting: the batch's sends are already
-        acknowledged, so a commit that fails only means its records come again (duplicates)."""
-        from kafka.structs import OffsetAndMetadata
-
-        offsets = {tp: OffsetAndMetadata(offset + 1, "", -1) for tp, offset in last.items()}
-        self._committed.update(offsets)
-        self.consumer.commit_async(offsets, callback=self._commit_done)
-
-    def _commit_done(self, _offsets: Any, response: Any) -> None:
-        # Limitation: after a commit fails with NotCoordinatorError while the broker restarts,
-        # the consumer has been seen to stop fetching (once in six broker-restart runs); a
-        # restart of the processor resumes from the last commit without loss.
-        if isinstance(response, Exception):  # runs on kafka-python's IO thread
-            metrics.COMMIT_FAILURES.inc()
-            event(log, logging.WARNING, "commit_failed", error=type(response).__name__)
-
-    def _commit_sync(self) -> None:
-        """Commit the latest offsets and wait: at shutdown, after any async commits."""
+    def _poll(self) -> dict[Any, list[Any]]:
+        """One consumer poll; a retriable error (the broker restarting or unreachable) is waited
+        out with backoff and yields no records."""
         from kafka.errors import KafkaError
 
-        if not self._committed:
-            return
         try:
-            self.consumer.commit(dict(self._committed))
-        except KafkaError as err:  # the group moved on: the next owner re-reads (duplicates)
-            metrics.COMMIT_FAILURES.inc()
-            event(log, logging.WARNING, "commit_failed", error=type(err).__name__, detail=str(err))
+            polled: dict[Any, list[Any]] = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+        except KafkaError as err:
+            if not err.retriable:
+                raise
+            self.stop.wait(self._poll_backoff.failed(err))
+            return {}
+        self._poll_backoff.succeeded()
+        return polled
 
-    def _rewind(self, polled: dict[Any, list[Any]]) -> None:
+    def _put_back(self, polled: dict[Any, list[Any]]) -> None:
+        """Seek to the first offsets of ``polled`` so that its records are fetched again."""
         for tp, records in polled.items():
             if records:
                 self.consumer.seek(tp, records[0].offset)
+
+    def _rewind(self, polled: dict[Any, list[Any]]) -> None:
+        self._put_back(polled)
         event(
             log,
             logging.ERROR,
@@ -191,6 +193,7 @@ class Processor:
             self.reader.columns = self.scorer.columns
             publish_model_info(new_model)
         now = time.monotonic()
+        self.commits.retry(now)
         if now >= self._next_lag:
             self._next_lag = now + LAG_EVERY_S
             self._update_lag()
@@ -211,15 +214,33 @@ class Processor:
                 metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(end - position)
                 self._lag_partitions.add(tp.partition)
 
-    def _take_assignment(self) -> None:
+    def _take_assignment(self) -> bool:
         """Load the scored marks of partitions assigned during the last poll (outside the
-        listener: it runs on kafka-python's IO loop, where blocking calls are not allowed)."""
+        listener: it runs on kafka-python's IO loop, where blocking calls are not allowed).
+        False when the broker did not give their end offsets; the next call tries again."""
+        from kafka.errors import KafkaError
+
         if not self._newly_assigned:
-            return
-        assigned, self._newly_assigned = self._newly_assigned, set()
-        ends = self.consumer.end_offsets(list(assigned))
+            return True
+        assigned = list(self._newly_assigned)
+        try:
+            ends = self.consumer.end_offsets(assigned, timeout_ms=END_OFFSETS_TIMEOUT_MS)
+        except KafkaError as err:
+            if not err.retriable:
+                raise
+            event(
+                log,
+                logging.WARNING,
+                "scored_marks_not_loaded",
+                partitions=sorted(tp.partition for tp in assigned),
+                error=type(err).__name__,
+            )
+            self.stop.wait(1.0)
+            return False
+        self._newly_assigned.difference_update(assigned)
         for tp in assigned:
             self.marks.load(tp.partition, ends.get(tp))
+        return True
 
     def _count(self, consumed: int, scored: int, attacks: int, alerts: int, dups: int) -> None:
         totals = self._totals
@@ -239,8 +260,7 @@ class Processor:
         if summaries:
             model = self.scorer.model
             self.outbox.send_alerts(summaries, model.version, model.manifest.threshold)
-        for tp in partitions:
-            self._committed.pop(tp, None)
+        self.commits.forget(partitions)
         for number in numbers:
             self.marks.forget(number)
             if number in self._lag_partitions:
@@ -271,7 +291,7 @@ class Processor:
             acked = self.outbox.settle(timeout_s=self.settings.shutdown_timeout_s)
         except KafkaTimeoutError:
             acked = False
-        self._commit_sync()
+        self.commits.commit_and_wait()
         self.consumer.close(autocommit=False)
         self.marks.close()
         self.outbox.close()

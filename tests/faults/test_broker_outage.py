@@ -40,11 +40,6 @@ def processed(run: ProcessorRun) -> float:
     return sample_total(run, SCORED) + sample_total(run, DEAD_LETTERED)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the processor sometimes stops consuming after a commit fails with "
-    "NotCoordinatorError while the broker restarts (seen once in six runs)",
-)
 def test_records_published_across_a_broker_restart_are_all_scored(
     own_broker: OwnBroker,
     sensors: SensorLauncher,

@@ -1,10 +1,13 @@
 """Parts of the processor that need no broker: explanations, scored marks, bulk histograms, the
-model watcher, alert documents and the alerts table."""
+model watcher, alert documents, the alerts table, the outbox and the poll backoff while no broker
+answers."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,9 +18,12 @@ from support import tiny_model
 
 from models.artifact import KERAS_MODEL, MANIFEST, SCALER, ModelRefused, Scaler
 from stream_processor.alerts import alert_document, evidence_of, iso_time
+from stream_processor.clients import PollBackoff
 from stream_processor.explain import BenignBaseline, log_odds_gradients, top_features
+from stream_processor.intake import DeadLetter
 from stream_processor.metrics import BulkHistogram
 from stream_processor.offsets import ScoredMarks
+from stream_processor.outbox import Outbox
 from stream_processor.reload import ModelWatcher
 from stream_processor.tail import format_row, table_cells
 from stream_processor.windows import NEW, Raised
@@ -109,6 +115,49 @@ class TestScoredMarks:
 
         assert marks.load(0, end_offset=10) is None
         assert not marks.is_duplicate(0, 5)
+
+
+class TestOutbox:
+    def test_a_send_no_broker_takes_in_time_fails_the_batch_instead_of_raising(self) -> None:
+        """A dead letter the producer cannot even queue (no broker answers within max_block_ms)
+        makes ``settle`` report the batch as not acknowledged."""
+        from kafka import KafkaProducer
+
+        with socket.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        producer = KafkaProducer(
+            bootstrap_servers=f"127.0.0.1:{port}", max_block_ms=300, api_version=(2, 8)
+        )
+        outbox = Outbox(producer, "alerts", "dead", 60.0)
+        failures = REGISTRY.get_sample_value("antinex_processor_publish_failures_total") or 0.0
+        try:
+            outbox.send_dead_letters([DeadLetter("bad_json", "", "packets", 0, 7, None, b"{")])
+            acked = outbox.settle()
+        finally:
+            outbox.close(timeout_s=1.0)
+
+        assert not acked
+        assert failures + 1 == REGISTRY.get_sample_value("antinex_processor_publish_failures_total")
+
+
+class TestPollBackoff:
+    def test_failed_polls_wait_longer_each_time_and_are_logged_once(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The waits double up to the cap; one event when the failures start, one at recovery."""
+        backoff = PollBackoff(first_s=0.5, most_s=3.0)
+        error = ConnectionError("refused")
+
+        with caplog.at_level(logging.INFO, logger="antinex.processor"):
+            waits = [backoff.failed(error) for _ in range(5)]
+            backoff.succeeded()
+            backoff.succeeded()
+
+        events = [(r.getMessage(), getattr(r, "failures", None)) for r in caplog.records]
+        assert [0.5, 1.0, 2.0, 3.0, 3.0] == waits
+        assert [("poll_failed", None), ("poll_recovered", 5)] == events
+        assert 0 == backoff.failures
 
 
 class TestBulkHistogram:
