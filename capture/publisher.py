@@ -83,6 +83,7 @@ class KafkaPublisher:
             maxsize=settings.queue_batches
         )
         self._lock = threading.Lock()
+        self._closed = False
         self._on_connected = on_connected
         self._connected = threading.Event()
         self._closing = threading.Event()
@@ -139,8 +140,21 @@ class KafkaPublisher:
             self._queue.put(None, timeout=max(0.1, deadline - time.monotonic()))
         self._sender.join(max(0.1, deadline - time.monotonic()))
         if self._producer is not None:
-            self._producer.flush(timeout=max(0.1, deadline - time.monotonic()))
-            self._producer.close(timeout=1)
+            waited = max(0.1, deadline - time.monotonic())
+            try:
+                self._producer.flush(timeout=waited)
+            except Exception as err:  # kafka-python: KafkaTimeoutError when acks are late
+                event(
+                    log,
+                    logging.WARNING,
+                    "flush_timed_out",
+                    waited_s=round(waited, 1),
+                    unacknowledged_records=self.counts.queued_records,
+                    error=type(err).__name__,
+                )
+            # kafka-python's close flushes once more and raises when that times out too.
+            with contextlib.suppress(Exception):
+                self._producer.close(timeout=1)
         leftover = 0
         while True:
             try:
@@ -149,10 +163,16 @@ class KafkaPublisher:
                 break
             if item is not None:
                 leftover += len(item[1])
-        if leftover:
-            with self._lock:
+        with self._lock:
+            if leftover:
                 self.counts.drop("shutdown", leftover)
                 self.counts.queued_records -= leftover
+            # Sent, never acknowledged: whether the broker kept them is unknown. They count as
+            # dropped, and acks or failures that still arrive are not counted a second time.
+            if self.counts.queued_records > 0:
+                self.counts.drop("unacknowledged", self.counts.queued_records)
+                self.counts.queued_records = 0
+            self._closed = True
 
     # Sender side ----------------------------------------------------------------------------
 
@@ -287,11 +307,15 @@ class KafkaPublisher:
 
     def _delivered(self, count: int, _metadata: Any) -> None:
         with self._lock:
+            if self._closed:
+                return
             self.counts.published += count
             self.counts.queued_records -= count
 
     def _failed(self, count: int, err: Any) -> None:
         with self._lock:
+            if self._closed:
+                return
             self.counts.errors += 1
             self.counts.drop("publish_failed", count)
             self.counts.queued_records -= count

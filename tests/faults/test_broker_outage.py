@@ -3,6 +3,8 @@ publishes to it, or is not up yet when the sensor starts, and every record is ac
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -154,3 +156,40 @@ def test_sensor_started_before_its_broker_drops_boundedly_then_publishes(
     lost = sum(stopped.get("dropped", {}).values())
     assert stopped["decoded"] == stopped["published"] + lost
     assert in_topic
+
+
+def test_sensor_stopped_while_its_broker_hangs_counts_every_record(
+    own_broker: OwnBroker, sensors: SensorLauncher, tmp_path: Path
+) -> None:
+    """The broker stops answering (frozen, connections open) and the sensor is told to stop:
+    it waits its flush time, says so in one event, and every record is published or dropped."""
+    packets = 10_000
+    pcap = write_pcap(tmp_path / "steady.pcap", packets)
+    own_broker.start()
+    create_topic(own_broker.bootstrap, "packets", 3)
+    sensor = sensors.start(
+        "--pcap",
+        str(pcap),
+        "--speed",
+        speed_for(packets, 20),
+        "--packets-topic",
+        "packets",
+        "--bootstrap-servers",
+        own_broker.bootstrap,
+    )
+    wait_until(lambda: sensor.scrape_or_zero(PUBLISHED) >= 1_000, 60, "the first 1,000 records")
+    broker_pid = int((own_broker.state_dir / "kafka.pid").read_text())
+    os.kill(broker_pid, signal.SIGSTOP)
+    try:
+        time.sleep(1)  # records captured meanwhile wait for acks that do not come
+        code = sensor.stop(timeout=120)
+    finally:
+        os.kill(broker_pid, signal.SIGCONT)
+
+    (stopped,) = sensor.events("sensor_stopped")
+    dropped = sum(stopped.get("dropped", {}).values())
+    assert code in (0, 1), sensor.tail()
+    assert sensor.events("flush_timed_out"), sensor.tail()
+    assert dropped > 0
+    assert stopped["decoded"] == stopped["published"] + dropped
+    assert "Traceback" not in sensor.log_path.read_text()
