@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from rigs import OwnBroker, ProcessorRun, SensorLauncher, read_topic, sample_total, wait_until
+from support import topics
 from support.traffic import write_pcap
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.faults]
@@ -25,16 +26,6 @@ RECORDED_PPS = 20_000
 
 def speed_for(packets: int, seconds: float) -> str:
     return f"{packets / RECORDED_PPS / seconds:.5f}"
-
-
-def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        admin.close()
 
 
 def processed(run: ProcessorRun) -> float:
@@ -53,7 +44,7 @@ def test_records_published_across_a_broker_restart_are_all_scored(
     packets = 20_000
     pcap = write_pcap(tmp_path / "steady.pcap", packets)
     own_broker.start()
-    create_topic(own_broker.bootstrap, "packets", 3)
+    topics.create_topic(own_broker.bootstrap, "packets", 3)
     processor = ProcessorRun(
         tmp_path,
         own_broker.bootstrap,
@@ -166,7 +157,7 @@ def test_sensor_stopped_while_its_broker_hangs_counts_every_record(
     packets = 10_000
     pcap = write_pcap(tmp_path / "steady.pcap", packets)
     own_broker.start()
-    create_topic(own_broker.bootstrap, "packets", 3)
+    topics.create_topic(own_broker.bootstrap, "packets", 3)
     sensor = sensors.start(
         "--pcap",
         str(pcap),

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.topics import committed_offsets
 
 from capture.encoding import CONTENT_TYPE_BATCH, CONTENT_TYPE_JSON
 from capture.publisher import partition_of
@@ -190,17 +191,6 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0)
                 received.extend(batch)
     consumer.close()
     return received
-
-
-def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items()}
 
 
 def group_state(bootstrap: str, group: str) -> str:

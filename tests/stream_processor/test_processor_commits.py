@@ -8,31 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support import topics as topics_admin
 
 from stream_processor.commits import Commits
 
 pytestmark = [pytest.mark.kafka]
-
-
-def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items()}
-
-
-def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        admin.close()
 
 
 def drive(consumer: Any, commits: Commits, until: Any, timeout: float = 30.0) -> None:
@@ -74,7 +54,8 @@ class TestCommits:
 
         commits.acknowledged({tp: 41})
         drive(consumer, commits, lambda: commits.owed)
-        create_topic(kafka_bootstrap, name, 1)
+        topics_admin.create_topic(kafka_bootstrap, name, 1)
         drive(consumer, commits, lambda: not commits.owed)
 
-        assert {0: 42} == committed_offsets(kafka_bootstrap, consumer.config["group_id"])
+        group = consumer.config["group_id"]
+        assert {0: 42} == topics_admin.committed_offsets(kafka_bootstrap, group)

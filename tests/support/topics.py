@@ -61,3 +61,15 @@ def read_values(bootstrap: str, topic: str, timeout: float = 60.0) -> list[bytes
         return values
     finally:
         consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
+    """The offsets ``group`` has committed, by partition."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items()}
