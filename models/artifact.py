@@ -5,14 +5,21 @@ Layout of a model directory::
 
     manifest.json   format, schema_version, model_version, features, threshold, classes, metrics,
                     training data fingerprint
-    scaler.json     MinMaxScaler(feature_range=(-1, 1)) parameters: data_min, data_max
+    scaler.json     MinMaxScaler(feature_range=(-1, 1)) parameters: data_min, data_max, and
+                    optionally log_columns, the column indices taken through sign(x)·ln(1 + |x|)
+                    before the min-max step (data_min and data_max are then of those values)
     model.keras     the Keras model (loaded with safe_mode=True)
+
+Format 2 added log_columns. A format 1 directory (no log_columns) loads and scores as before;
+a release that reads only format 1 refuses a format 2 directory instead of scoring it without
+the log step.
 
 No file is unpickled: the model loads in Keras' safe mode, everything else is JSON.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -24,7 +31,8 @@ import numpy as np
 
 from capture.schema import BY_NAME, SCHEMA_VERSION
 
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 SCALER = "scaler.json"
 KERAS_MODEL = "model.keras"
@@ -35,13 +43,24 @@ class ModelRefused(Exception):
     """A model directory that must not be used; the message says which file and why."""
 
 
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    """sign(x)·ln(1 + |x|): heavy tails pulled in, order and sign kept, 0 stays 0."""
+    return np.copysign(np.log1p(np.abs(x)), x)
+
+
 @dataclass
 class Scaler:
-    """MinMaxScaler(feature_range=(lo, hi)) parameters, applied by hand (no sklearn call cost)."""
+    """MinMaxScaler(feature_range=(lo, hi)) parameters, applied by hand (no sklearn call cost),
+    after ``signed_log1p`` of the columns ``log_columns``.
+
+    Min-max scaling of a heavy-tailed column (packet rates from 0 to thousands a second) puts
+    nearly every value in a sliver next to ``lo``; the log first spreads them out again.
+    """
 
     data_min: np.ndarray
     data_max: np.ndarray
     feature_range: tuple[float, float] = (-1.0, 1.0)
+    log_columns: tuple[int, ...] = ()
     scale: np.ndarray = field(init=False)
     offset: np.ndarray = field(init=False)
 
@@ -51,23 +70,49 @@ class Scaler:
         span = np.where(span == 0, 1.0, span)  # constant columns: as sklearn does
         self.scale = ((hi - lo) / span).astype(np.float32)
         self.offset = (lo - self.data_min * self.scale).astype(np.float32)
+        self.log_columns = _distinct(self.log_columns)
+        self._log_index = np.asarray(self.log_columns, dtype=np.intp)
 
     @classmethod
-    def fit(cls, x: np.ndarray, feature_range: tuple[float, float] = (-1.0, 1.0)) -> Scaler:
+    def fit(
+        cls,
+        x: np.ndarray,
+        feature_range: tuple[float, float] = (-1.0, 1.0),
+        log_columns: tuple[int, ...] = (),
+    ) -> Scaler:
+        """Fit on ``x`` (the training rows): the minimum and maximum of each column after the
+        log step of ``log_columns``."""
+        x = _compress(x, np.asarray(_distinct(log_columns), dtype=np.intp))
         return cls(
-            x.min(axis=0).astype(np.float64), x.max(axis=0).astype(np.float64), feature_range
+            x.min(axis=0).astype(np.float64),
+            x.max(axis=0).astype(np.float64),
+            feature_range,
+            log_columns,
         )
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
+    def compress(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (rows, or one row) with ``signed_log1p`` applied to ``log_columns``; ``x``
+        itself when there are none. Never changes ``x``."""
+        return _compress(x, self._log_index)
+
+    def minmax(self, x: np.ndarray) -> np.ndarray:
+        """The min-max step alone, for values already through ``compress``."""
         return x * self.scale + self.offset
 
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Raw feature values → the model's input."""
+        return self.minmax(self.compress(x))
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        obj = {
             "kind": "MinMaxScaler",
             "feature_range": list(self.feature_range),
             "data_min": self.data_min.tolist(),
             "data_max": self.data_max.tolist(),
         }
+        if self.log_columns:
+            obj["log_columns"] = list(self.log_columns)
+        return obj
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Scaler:
@@ -80,7 +125,39 @@ class Scaler:
             raise ValueError("data_min and data_max differ in length")
         if not (np.isfinite(data_min).all() and np.isfinite(data_max).all()):
             raise ValueError("scaler parameters are not finite")
-        return cls(data_min, data_max, (lo, hi))
+        log_columns = _log_columns(obj.get("log_columns", []), len(data_min))
+        return cls(data_min, data_max, (lo, hi), log_columns)
+
+
+def _distinct(columns: Any) -> tuple[int, ...]:
+    return tuple(sorted({int(c) for c in columns}))
+
+
+def _compress(x: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    if columns.size == 0:
+        return x
+    if columns.size == x.shape[-1]:  # distinct indices, so every column: no copy needed
+        return signed_log1p(x)
+    out = x.copy()
+    out[..., columns] = signed_log1p(out[..., columns])
+    return out
+
+
+def _log_columns(value: Any, n_columns: int) -> tuple[int, ...]:
+    """``log_columns`` as read from scaler.json: distinct column indices in increasing order."""
+    if not isinstance(value, list) or not all(
+        isinstance(c, int) and not isinstance(c, bool) for c in value
+    ):
+        raise ValueError(f"log_columns {value!r} is not a list of column indices")
+    outside = [c for c in value if not 0 <= c < n_columns]
+    if outside:
+        raise ValueError(
+            f"log_columns names column {outside[0]}, but the scaler has columns 0 to "
+            f"{n_columns - 1}"
+        )
+    if any(b <= a for a, b in itertools.pairwise(value)):
+        raise ValueError(f"log_columns {value!r} is not in increasing order without repeats")
+    return tuple(value)
 
 
 @dataclass
@@ -166,8 +243,12 @@ def _check_consistent(
 ) -> None:
     """Refuse a model whose parts disagree with each other or with the running schema."""
     where = str(directory)
-    if manifest.format != ARTIFACT_FORMAT:
-        raise ModelRefused(f"{where}: artifact format {manifest.format} is not {ARTIFACT_FORMAT}")
+    if manifest.format not in READABLE_FORMATS:
+        readable = " or ".join(str(f) for f in READABLE_FORMATS)
+        raise ModelRefused(
+            f"{where}: artifact format {manifest.format} is not {readable}; "
+            "load it with the release that wrote it"
+        )
     if manifest.schema_version != SCHEMA_VERSION:
         raise ModelRefused(
             f"{where} was trained on record schema {manifest.schema_version}, but this sensor "

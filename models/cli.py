@@ -237,6 +237,15 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         type=positive_int,
         help="OpenMP threads of the baseline; more help only on an otherwise idle machine",
     )
+    add_flag(
+        parser,
+        "--no-log-compress",
+        scope=scope,
+        switch=True,
+        help="Scale every feature linearly; by default features whose training values reach "
+        "beyond [-1, 1] go "
+        "through sign(x)*ln(1+|x|) before the min-max scaling",
+    )
     add_flag(parser, "--seed", scope=scope, default=0, type=int, help="Random seed")
     parser.set_defaults(run=run_train)
 
@@ -393,6 +402,7 @@ def run_train(args: argparse.Namespace) -> int:
         exclude=tuple(_names(args.exclude)),
         gbm_iterations=args.gbm_iterations,
         gbm_threads=args.gbm_threads,
+        log_compress=not args.no_log_compress,
     )
     out = Path(args.out)
     report_dir = Path(args.report_dir) if args.report_dir else out / "report"

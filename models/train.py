@@ -1,6 +1,7 @@
 """Training: a dense Keras network beside a gradient-boosting baseline, on a split that keeps
-flows, host pairs or captures whole, with the scaler fitted on training rows only and the
-threshold set on validation rows for a target false-positive rate."""
+flows, host pairs or captures whole, with the scaler (and the choice of columns it takes through
+its log step) fitted on training rows only and the threshold set on validation rows for a target
+false-positive rate."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from antinex.logs import event
 from antinex.options import UsageError
-from capture.schema import BY_NAME, FEATURES
+from capture.schema import BY_NAME, FEATURES, MISSING
 from models.artifact import MANIFEST, Manifest, ModelRefused, Scaler, save
 from models.dataset import Dataset
 from models.labels import BENIGN
@@ -51,6 +52,7 @@ class TrainSettings:
     exclude: tuple[str, ...] = ()
     gbm_iterations: int = 200
     gbm_threads: int = 1
+    log_compress: bool = True
 
 
 def choose_features(ds: Dataset, exclude: tuple[str, ...] = ()) -> list[str]:
@@ -62,6 +64,24 @@ def choose_features(ds: Dataset, exclude: tuple[str, ...] = ()) -> list[str]:
     if not features:
         raise UsageError("--exclude leaves no features to train on")
     return features
+
+
+def log_columns(x: np.ndarray) -> tuple[int, ...]:
+    """The columns of the training rows ``x`` that the scaler takes through its log step: those
+    whose values reach beyond the range of a flag and the ``MISSING`` marker, [-1, 1].
+
+    Such columns (sizes, ports, counts, rates, ages) spread over orders of magnitude, and min-max
+    scaling alone would press their ordinary values into a sliver next to -1. Inside [-1, 1] the
+    log changes next to nothing, so those columns stay linear.
+    """
+    reach = np.abs(x).max(axis=0) if len(x) else np.zeros(x.shape[1])
+    return tuple(int(c) for c in np.flatnonzero(reach > abs(MISSING)))
+
+
+def fit_scaler(x: np.ndarray, settings: TrainSettings) -> Scaler:
+    """The scaler of the training rows ``x``: its log columns and its minimum and maximum, all
+    from these rows."""
+    return Scaler.fit(x, log_columns=log_columns(x) if settings.log_compress else ())
 
 
 def _targets(ds: Dataset, rows: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -225,7 +245,15 @@ def train(
         raise UsageError("--multiclass needs at least two attack types in the training rows")
 
     x_train = ds.matrix(features, split.train)
-    scaler = Scaler.fit(x_train)
+    scaler = fit_scaler(x_train, settings)
+    event(
+        log,
+        logging.INFO,
+        "scaler_fitted",
+        rows=len(x_train),
+        columns=len(features),
+        log_columns=len(scaler.log_columns),
+    )
     x_val, x_test = ds.matrix(features, split.val), ds.matrix(features, split.test)
     y_train, y_val = _targets(ds, split.train, classes), _targets(ds, split.val, classes)
     benign_val = ds["label"][split.val] == 0
@@ -290,6 +318,7 @@ def train(
         "classes": classes,
         "settings": {**asdict(settings), "hidden": list(settings.hidden)},
         "scaler_fitted_on": "training rows only",
+        "scaler_log_features": [features[c] for c in scaler.log_columns],
         "warnings": [note for note in split.notes if "no attacks" in note],
     }
     write_report(report_dir, "AntiNex training report (test rows)", scored, metrics, context)

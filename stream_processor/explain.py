@@ -7,11 +7,14 @@ the first-order share, in log-odds, of the record's departure from a typical ben
 this feature accounts for. Positive contributions pushed the score towards attack. The benign
 mean is a running mean of the records the model scored benign (a sample of each batch), so it
 follows the traffic it sees; until one benign record was scored, the middle of the scaler's
-range (0) stands in for it.
+range (0) stands in for it. It is a mean of the values the min-max step receives, so for the
+columns the scaler takes through its log step it is a mean of logs: the typical benign value,
+not one pulled up by a few huge ones.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,20 +27,30 @@ _SAMPLE_ROWS = 1024
 
 
 class BenignBaseline:
-    """Running mean, in raw feature units, of records scored benign."""
+    """Running mean of records scored benign, in the units the scaler's min-max step receives:
+    raw feature values, or their log where ``compress`` (the scaler's ``compress``) takes it."""
 
-    def __init__(self, features: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        features: tuple[str, ...],
+        compress: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
         self.features = features
+        self.compress = compress
         self._sum = np.zeros(len(features), dtype=np.float64)
         self._count = 0
 
     def add(self, matrix: np.ndarray, benign: np.ndarray) -> None:
-        """Fold a sample (at most 1024 rows) of the benign rows of ``matrix`` into the mean."""
+        """Fold a sample (at most 1024 rows) of the benign rows of ``matrix`` (raw feature
+        values) into the mean."""
         rows = np.flatnonzero(benign)
         if rows.size > _SAMPLE_ROWS:
             rows = rows[:: -(-rows.size // _SAMPLE_ROWS)]
         if rows.size:
-            self._sum += matrix[rows].sum(axis=0, dtype=np.float64)
+            sample = matrix[rows]
+            if self.compress is not None:
+                sample = self.compress(sample)
+            self._sum += sample.sum(axis=0, dtype=np.float64)
             self._count += int(rows.size)
 
     def mean(self) -> np.ndarray | None:
@@ -114,7 +127,7 @@ def top_features(
     centre = (
         np.zeros(rows.shape[1])
         if mean is None
-        else model.scaler.transform(mean.astype(np.float32)).astype(np.float64)
+        else model.scaler.minmax(mean.astype(np.float32)).astype(np.float64)
     )
     distance = scaled - centre
     forward = getattr(model, "forward", None)

@@ -70,15 +70,19 @@ class Scorer:
         self.top_count = top_count
         self.model = model
         self.columns = FeatureColumns(model.manifest.features)
-        self.baseline = BenignBaseline(self.columns.features)
+        self.baseline = BenignBaseline(self.columns.features, model.scaler.compress)
 
     def use(self, model: Any) -> None:
         """Score with ``model`` from the next batch on (the benign mean carries over when the
-        feature list is unchanged)."""
+        feature list and the scaler's log columns are unchanged)."""
+        same_inputs = (
+            tuple(model.manifest.features) == self.columns.features
+            and model.scaler.log_columns == self.model.scaler.log_columns
+        )
         self.model = model
-        if tuple(model.manifest.features) != self.columns.features:
+        if not same_inputs:
             self.columns = FeatureColumns(model.manifest.features)
-            self.baseline = BenignBaseline(self.columns.features)
+            self.baseline = BenignBaseline(self.columns.features, model.scaler.compress)
 
     def score(self, chunks: Sequence[Chunk]) -> Verdicts:
         """Verdicts of every record of ``chunks``; updates the score and latency metrics."""

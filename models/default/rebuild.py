@@ -59,6 +59,7 @@ from models.train import (
     _gbm_scores,
     _targets,
     choose_features,
+    fit_scaler,
     train,
 )
 
@@ -210,9 +211,7 @@ class Pair:
         y_val = _targets(ds, self.split.val, self.classes)
         benign_val = ds["label"][self.split.val] == 0
         if dnn is None:
-            from models.artifact import Scaler
-
-            scaler = Scaler.fit(x_train)
+            scaler = fit_scaler(x_train, settings)
             dnn = _fit_dnn(
                 scaler.transform(x_train),
                 y_train,
@@ -292,6 +291,8 @@ def train_default(datasets: dict[str, Path], out: Path, settings: TrainSettings)
         "model_dir": str(model_dir),
         "train_seconds": round(train_seconds, 1),
         "model_bytes": sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file()),
+        "features": pair.features,
+        "scaler_log_features": [pair.features[c] for c in loaded.scaler.log_columns],
         "split": split_summary,
         "internal_test": result["metrics"],
         "heldout": metrics,
@@ -471,12 +472,16 @@ def results_markdown(results: dict[str, Any]) -> str:
     """The tables REPORT.md quotes, from ``results``."""
     main = results["default"]
     dnn, gbm = main["heldout"]
+    logged = main.get("scaler_log_features", [])
     lines = [
         f"# Default model {main['model_version']}: results",
         "",
         f"Trained on {', '.join(TRAIN_RUNS)}; tested on {', '.join(HELDOUT_RUNS)} "
         f"({dnn['rows']} rows, {dnn['attack_rows']} attack). Training took "
         f"{main['train_seconds']:.0f} s; the model directory holds {main['model_bytes']} bytes.",
+        "",
+        f"The scaler takes {len(logged)} of {len(main['features'])} features through "
+        f"sign(x)·ln(1 + |x|) before the min-max step: {', '.join(logged) or 'none'}.",
         "",
         "| metric | dnn | gbm_baseline | no-skill |",
         "|---|---|---|---|",
@@ -584,12 +589,18 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 
 def ship(model_dir: Path, demo: Path | None) -> None:
-    """Install the model version in models/default (and the demo capture in lab/captures)."""
+    """Install the model version in models/default (and the demo capture in lab/captures).
+
+    The versions shipped before are removed once ``current`` names the new one: the repository
+    carries one version, and its history keeps the others."""
     target = HERE / model_dir.name
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(model_dir, target)
     (HERE / CURRENT_POINTER).write_text(model_dir.name + "\n")
+    for old in HERE.glob("*/" + MANIFEST):
+        if old.parent != target:
+            shutil.rmtree(old.parent)
     if demo is not None:
         captures = ROOT / "lab" / "captures"
         for name in ("demo.pcap", "demo.labels.json"):

@@ -93,3 +93,51 @@ def test_a_model_that_reads_an_identifier_is_refused(saved: Path, keras_model: A
     scaler = Scaler(np.zeros(6), np.ones(6))
     with pytest.raises(ModelRefused, match="tcp_seq"):
         save(saved.parent / "other", keras_model, scaler, Manifest("x", features, 0.5))
+
+
+def test_a_model_with_log_columns_scores_as_keras_on_logged_scaled_rows(
+    tmp_path: Path, keras_model: Any
+) -> None:
+    """The loaded model takes the log step of its scaler's columns before the min-max step and
+    the network, as the rows it was fitted on went through them."""
+    rng = np.random.default_rng(4)
+    train_rows = rng.exponential(300.0, size=(60, len(FEATURE_NAMES)))
+    scaler = Scaler.fit(train_rows, log_columns=(0, 2, 5))
+    manifest = Manifest(model_version="test-log", features=FEATURE_NAMES, threshold=0.7)
+    loaded = load(save(tmp_path / "model", keras_model, scaler, manifest))
+    x = rng.exponential(300.0, size=(32, len(FEATURE_NAMES))).astype(np.float32)
+
+    scores, _ = loaded.scores(x)
+
+    logged = x.astype(np.float64)
+    logged[:, [0, 2, 5]] = np.log1p(logged[:, [0, 2, 5]])
+    lo, hi = scaler.data_min, scaler.data_max
+    by_hand = ((logged - lo) / (hi - lo) * 2.0 - 1.0).astype(np.float32)
+    expected = keras_model.predict(by_hand, verbose=0)[:, 0]
+    assert (0, 2, 5) == loaded.scaler.log_columns
+    assert np.allclose(expected, scores, atol=1e-5)
+
+
+def test_a_model_of_the_format_before_log_columns_still_loads(saved: Path) -> None:
+    """A format 1 manifest beside a plain min-max scaler loads and scores as before."""
+    before = load(saved).scores(np.full((3, len(FEATURE_NAMES)), 700.0))[0]
+    edit_json(saved / MANIFEST, format=1)
+
+    loaded = load(saved)
+
+    assert 1 == loaded.manifest.format
+    assert np.array_equal(before, loaded.scores(np.full((3, len(FEATURE_NAMES)), 700.0))[0])
+
+
+def test_a_model_of_an_unknown_format_is_refused(saved: Path) -> None:
+    """A manifest of a later artifact format is refused, not scored with parts missing."""
+    edit_json(saved / MANIFEST, format=99)
+    with pytest.raises(ModelRefused, match="artifact format 99 is not 1 or 2"):
+        load(saved)
+
+
+def test_a_scaler_with_bad_log_columns_is_refused_naming_the_file(saved: Path) -> None:
+    """log_columns naming a column the scaler does not have refuses the whole model."""
+    edit_json(saved / SCALER, log_columns=[0, len(FEATURE_NAMES)])
+    with pytest.raises(ModelRefused, match=r"scaler\.json is not a valid scaler .*names column 6"):
+        load(saved)

@@ -13,7 +13,7 @@ from model_traffic import RunAntinex
 from models.artifact import load
 from models.dataset import load_dataset
 from models.report import PLOTS, REPORT_JSON, SUMMARY_MD
-from models.train import SPLIT_FILE
+from models.train import SPLIT_FILE, log_columns
 
 pytestmark = pytest.mark.slow
 
@@ -84,15 +84,22 @@ def test_the_split_keeps_captures_apart(trained: Path, built_dataset: Path) -> N
 
 
 def test_the_scaler_is_fitted_on_the_training_rows_only(trained: Path, built_dataset: Path) -> None:
-    """The saved scaler's minimum and maximum are those of the training rows, not of all rows."""
+    """The saved scaler's log columns, minimum and maximum are those of the training rows (after
+    the log step), not of all rows."""
     loaded = load(trained)
     ds = load_dataset([built_dataset], progress=False)
     split = np.load(trained / "report" / SPLIT_FILE)
     train_rows = ds.matrix(loaded.manifest.features, split["train"]).astype(np.float64)
     every_row = ds.matrix(loaded.manifest.features).astype(np.float64)
-    assert np.allclose(train_rows.min(axis=0), loaded.scaler.data_min)
-    assert np.allclose(train_rows.max(axis=0), loaded.scaler.data_max)
-    assert not np.allclose(every_row.max(axis=0), loaded.scaler.data_max)
+    assert log_columns(train_rows) == loaded.scaler.log_columns
+    assert loaded.scaler.log_columns  # the built dataset has heavy-tailed columns
+    logged_train, logged_all = (loaded.scaler.compress(x) for x in (train_rows, every_row))
+    assert np.allclose(logged_train.min(axis=0), loaded.scaler.data_min)
+    assert np.allclose(logged_train.max(axis=0), loaded.scaler.data_max)
+    assert not np.allclose(logged_all.max(axis=0), loaded.scaler.data_max)
+    report = json.loads((trained / "report" / REPORT_JSON).read_text())
+    expected = [loaded.manifest.features[c] for c in loaded.scaler.log_columns]
+    assert expected == report["scaler_log_features"]
 
 
 def test_evaluating_on_the_training_data_says_it_does_not_count(
@@ -128,3 +135,24 @@ def test_an_unknown_excluded_field_is_a_usage_error(
     )
     assert 2 == code
     assert "tcp_bogus" in err
+
+
+def test_without_log_compress_the_scaler_is_min_max_of_the_raw_training_rows(
+    built_dataset: Path, tmp_path: Path
+) -> None:
+    """--no-log-compress trains on min-max scaling alone: no log column, raw extremes."""
+    from antinex import cli
+
+    out = tmp_path / "linear"
+    args = ["train", "--dataset", str(built_dataset), "--out", str(out), "--split", "scenario"]
+    args += ["--hidden", "8", "--epochs", "1", "--gbm-iterations", "5", "--no-log-compress"]
+    assert 0 == cli.main(args)
+
+    loaded = load(out)
+    ds = load_dataset([built_dataset], progress=False)
+    split = np.load(out / "report" / SPLIT_FILE)
+    train_rows = ds.matrix(loaded.manifest.features, split["train"]).astype(np.float64)
+    assert () == loaded.scaler.log_columns
+    assert np.allclose(train_rows.max(axis=0), loaded.scaler.data_max)
+    report = json.loads((out / "report" / REPORT_JSON).read_text())
+    assert [] == report["scaler_log_features"]

@@ -8,9 +8,20 @@ import numpy as np
 import pytest
 from support import tiny_model
 
-from models.artifact import load
+from capture.schema import FEATURES
+from models.artifact import load, signed_log1p
 from stream_processor.features import FeatureColumns
 from stream_processor.verdicts import score_rows
+
+# Sizes, window and port: the synthetic records' widest columns.
+LOGGED = ("frame_len", "ip_len", "tcp_window", "payload_len", "tcp_dport")
+
+
+@pytest.fixture(scope="module")
+def logged_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A binary tiny model whose scaler takes LOGGED through the log step."""
+    columns = [FEATURES.index(name) for name in LOGGED]
+    return tiny_model.train(tmp_path_factory.mktemp("logged") / "model", log_columns=columns)
 
 
 @pytest.mark.parametrize("name", ["v1", "multi"])
@@ -49,6 +60,30 @@ def test_the_tiny_model_tells_a_syn_scan_from_established_traffic(
     )
     scores, _ = score_rows(model, FeatureColumns(model.manifest.features).build([records]))
 
+    threshold = model.manifest.threshold
+    assert (scores[0::2] < threshold).all()
+    assert (scores[1::2] >= threshold).all()
+
+
+def test_with_log_columns_the_processor_scores_as_keras_on_logged_scaled_rows(
+    logged_model: Path,
+) -> None:
+    """The processor's scores equal Keras' on rows logged and min-max scaled by hand."""
+    model = load(logged_model)
+    records = tiny_model.synthetic_records(400, [tiny_model.BENIGN, tiny_model.PORTSCAN], seed=13)
+    matrix = FeatureColumns(model.manifest.features).build([records]).copy()
+
+    scores, _ = score_rows(model, matrix)
+
+    columns = [model.manifest.features.index(name) for name in LOGGED]
+    assert tuple(sorted(columns)) == model.scaler.log_columns
+    logged = matrix.astype(np.float64)
+    logged[:, columns] = signed_log1p(logged[:, columns])
+    span = model.scaler.data_max - model.scaler.data_min
+    span = np.where(span == 0, 1.0, span)  # constant columns, as MinMaxScaler treats them
+    by_hand = ((logged - model.scaler.data_min) / span * 2.0 - 1.0).astype(np.float32)
+    expected = model.keras_model.predict(by_hand, verbose=0)[:, 0]
+    np.testing.assert_allclose(expected, scores, rtol=0, atol=1e-5)
     threshold = model.manifest.threshold
     assert (scores[0::2] < threshold).all()
     assert (scores[1::2] >= threshold).all()

@@ -93,6 +93,24 @@ class TestExplain:
         assert top[0]["contribution"] == pytest.approx(2 * (0.8 - -0.8), rel=1e-4)
         assert 0 == top[1]["contribution"]
 
+    def test_with_a_log_column_the_benign_mean_is_a_mean_of_logs(self) -> None:
+        """The distance to benign is measured where the network sees the feature: after the
+        scaler's log step, from the mean of the logged benign values."""
+        kernel = np.array([[2.0]])
+        scaler = Scaler(np.zeros(1), np.full(1, 8.0), log_columns=(0,))
+        model = SimpleNamespace(
+            scaler=scaler, forward=SimpleNamespace(layers=[(kernel, np.zeros(1), "sigmoid")])
+        )
+        baseline = BenignBaseline(("rate",), scaler.compress)
+        baseline.add(np.array([[0.0], [np.expm1(4.0)]], dtype=np.float32), np.array([True, True]))
+
+        [top] = top_features(model, np.array([[np.expm1(6.0)]], dtype=np.float32), baseline, 1)
+
+        # logs 0 and 4: mean 2, scaled -0.5; the alerted row's log 6 scales to 0.5
+        assert pytest.approx([2.0]) == baseline.mean().tolist()
+        assert round(float(np.float32(np.expm1(6.0))), 4) == top[0]["value"]
+        assert pytest.approx(2.0 * (0.5 - -0.5), rel=1e-4) == top[0]["contribution"]
+
 
 class TestScoredMarks:
     def test_offsets_at_or_below_the_mark_are_duplicates_after_a_restart(self, tmp_path: Path):

@@ -150,8 +150,10 @@ def train(
     epochs: int = 4,
     threshold: float = 0.5,
     seed: int = 0,
+    log_columns: Sequence[int] = (),
 ) -> Path:
-    """Train a Dense model on synthetic records and save it as a model directory."""
+    """Train a Dense model on synthetic records and save it as a model directory; its scaler
+    takes ``log_columns`` (indices into ``FEATURES``) through the log step."""
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -161,7 +163,7 @@ def train(
 
     keras.utils.set_random_seed(seed)
     _records, labels, matrix = training_set(rows, classes, seed)
-    scaler = Scaler.fit(matrix)
+    scaler = Scaler.fit(matrix, log_columns=tuple(log_columns))
     scaled = scaler.transform(matrix)
     layers: list = [keras.Input((len(FEATURES),))]
     layers += [keras.layers.Dense(width, activation="relu") for width in hidden]
