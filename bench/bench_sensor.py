@@ -139,30 +139,15 @@ def _cpu_seconds(pid: int) -> float:
 
 def _read_topic(bootstrap: str, topic: str) -> tuple[int, int]:
     """Rows in every batch of ``topic`` and how many of them fail validation."""
-    from kafka import KafkaConsumer, TopicPartition
-
     from capture.encoding import BatchCodec, invalid_rows
 
     codec = BatchCodec()
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        rows = bad = 0
-        deadline = time.monotonic() + 120
-        while any(consumer.position(p) < ends[p] for p in partitions):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"reading {topic} back took more than 120 s")
-            for messages in consumer.poll(timeout_ms=1000, max_records=1000).values():
-                for message in messages:
-                    batch = codec.decode(message.value)
-                    rows += len(batch)
-                    bad += len(invalid_rows(batch))
-        return rows, bad
-    finally:
-        consumer.close()
+    rows = bad = 0
+    for value in topics.read_values(bootstrap, topic, timeout=120.0):
+        batch = codec.decode(value)
+        rows += len(batch)
+        bad += len(invalid_rows(batch))
+    return rows, bad
 
 
 def sensor_pcap_rate(pcap: Path, output: str, bootstrap: str, workdir: Path) -> dict[str, Any]:
