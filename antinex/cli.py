@@ -25,7 +25,7 @@ SUBCOMMANDS = (
     "models.cli",
     "lab.cli",
     "antinex.demo",
-    "antinex.broker",
+    "antinex.broker_cli",
 )
 
 

@@ -26,7 +26,7 @@ RunAntinex = Callable[..., tuple[int, str, str]]
 def antinex(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> RunAntinex:
     """Run ``antinex ARGS...`` in this process; return its exit code, stdout and stderr."""
     # Only the kafka subcommand: its tests must not depend on other subcommands importing.
-    monkeypatch.setattr(cli, "SUBCOMMANDS", ("antinex.broker",))
+    monkeypatch.setattr(cli, "SUBCOMMANDS", ("antinex.broker_cli",))
     # The shared broker is the one on the default port; ANTINEX_KAFKA_STATE_DIR may say
     # where it lives.
     for flag in ("--port", "--kafka-version", "--timeout"):
