@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import bench_processor as processor_bench
 import bench_sensor as sensor_bench
-from support import tiny_model, topics, traffic
+from support import netns, tiny_model, topics, traffic
 
 from capture.publisher import KafkaSettings
 
@@ -92,7 +92,7 @@ class LivePipeline:
         self.sensor_port = sensor_bench._free_port()
         self.processor_port = processor_bench._free_port()
         self.sensor_log = self.workdir / "sensor.log"
-        self._pair_context = traffic.veth_in_namespace()
+        self._pair_context = netns.veth_in_namespace()
 
     def __enter__(self) -> LivePipeline:
         self.pair = self._pair_context.__enter__()
@@ -131,7 +131,7 @@ class LivePipeline:
                 )
             time.sleep(0.1)
 
-        warm = traffic.replay(self.pair, self.pcap, 1000, limit=args.warmup_packets)
+        warm = netns.replay(self.pair, self.pcap, 1000, limit=args.warmup_packets)
         self.wait_scored(warm.sent, timeout=90)
 
     def scored(self) -> float:
@@ -193,7 +193,7 @@ def live_latency(
         before, scored_before = pipe.buckets(), pipe.scored()
         captured_before = pipe.captured()
         load_before = _load()
-        sent = traffic.replay(
+        sent = netns.replay(
             pipe.pair, pcap, rate, limit=count, loops=math.ceil(count / pcap_packets)
         )
         sensor_bench._wait_for_capture(pipe.sensor_port, captured_before + sent.sent)
@@ -360,10 +360,10 @@ def soak(
         assert pipe.sensor is not None and pipe.processor is not None
         before, scored_before = pipe.buckets(), pipe.scored()
         captured_before = pipe.captured()
-        sent: list[traffic.Replay] = []
+        sent: list[netns.Replay] = []
         sender = threading.Thread(
             target=lambda: sent.append(
-                traffic.replay(
+                netns.replay(
                     pipe.pair,
                     pcap,
                     args.soak_rate,
@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = [int(r) for r in args.rates.split(",") if r]
     live = (rates and not args.skip_latency) or args.soak_seconds > 0
     if live:
-        reason = traffic.netns_unavailable()
+        reason = netns.netns_unavailable()
         if reason:
             parser.error(f"live runs need a veth in a namespace, which fails here: {reason}")
 

@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from support import topics, traffic
+from support import netns, topics, traffic
 
 ANTINEX = str(Path(sys.executable).with_name("antinex"))
 CAPTURED = "antinex_sensor_packets_captured_total"
@@ -204,7 +204,7 @@ def live_rate(
     log_path = workdir / f"live-{rate}-{output}.log"
     topic = f"antinex.bench.live.{uuid.uuid4().hex[:8]}"
     port = _free_port()
-    with traffic.veth_in_namespace() as pair, log_path.open("w") as log:
+    with netns.veth_in_namespace() as pair, log_path.open("w") as log:
         command = [ANTINEX, "--log-format", "json", "sensor", "--interface", pair.host_end]
         command += ["--metrics-port", str(port)]
         if output == "kafka":
@@ -220,7 +220,7 @@ def live_rate(
                 time.sleep(0.1)
             cpu_before = _cpu_seconds(sensor.pid)
             loops = math.ceil(count / pcap_packets)
-            sent = traffic.replay(pair, pcap, rate, limit=count, loops=loops)
+            sent = netns.replay(pair, pcap, rate, limit=count, loops=loops)
             replay_done = time.monotonic()
             drain = _wait_for_capture(port, sent.sent)
             cpu = _cpu_seconds(sensor.pid) - cpu_before
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_offline:
             results["jsonl"] = sensor_pcap_rate(pcap, "jsonl", args.bootstrap_servers, workdir)
         if not args.skip_live:
-            reason = traffic.netns_unavailable()
+            reason = netns.netns_unavailable()
             if reason:
                 print(f"live capture skipped: {reason}", file=sys.stderr)
             else:

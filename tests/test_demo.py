@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from support import traffic
+from support import netns
 
 from lab import scenario
 from lab.runner import missing_requirements
@@ -57,7 +57,7 @@ def test_the_shipped_capture_is_scored_whole_and_raises_alerts(kafka_bootstrap: 
 def test_live_streams_the_lab_victims_interface_and_scores_it(kafka_bootstrap: str):
     if os.geteuid() != 0:
         pytest.skip("demo --live builds network namespaces and needs root")
-    reason = traffic.netns_unavailable() or missing_requirements(scenario.load("quick"))
+    reason = netns.netns_unavailable() or missing_requirements(scenario.load("quick"))
     if reason:
         pytest.skip(reason)
 

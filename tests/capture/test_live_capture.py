@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import topics, traffic
+from support import netns, topics, traffic
 
 from capture.decode import FrameDecoder, Undecodable
 from capture.encoding import record_to_dict
@@ -97,11 +97,11 @@ class LiveSensor:
 
 
 @pytest.fixture
-def veth() -> Iterator[traffic.VethPair]:
-    reason = traffic.netns_unavailable()
+def veth() -> Iterator[netns.VethPair]:
+    reason = netns.netns_unavailable()
     if reason:
         pytest.skip(f"live capture tests need a veth pair in a network namespace: {reason}")
-    with traffic.veth_in_namespace() as pair:
+    with netns.veth_in_namespace() as pair:
         yield pair
 
 
@@ -152,13 +152,13 @@ def comparable(records: list[dict[str, Any]]) -> Counter[str]:
 @pytest.mark.netns
 class TestCaptureToJsonLines:
     def test_every_replayed_packet_is_captured_and_decoded_as_from_the_pcap(
-        self, veth: traffic.VethPair, start_sensor, pcap: Path, tmp_path: Path
+        self, veth: netns.VethPair, start_sensor, pcap: Path, tmp_path: Path
     ):
         """All 3,000 frames sent at 3,000 packets/s come out as the records the pcap gives."""
         out = tmp_path / "records.jsonl"
         sensor = start_sensor(veth.host_end, "--output", "jsonl", "--out", str(out))
 
-        sent = traffic.replay(veth, pcap, pps=3000)
+        sent = netns.replay(veth, pcap, pps=3000)
         sensor.wait_for(sent.sent)
         code = sensor.stop()
 
@@ -177,13 +177,13 @@ class TestCaptureToJsonLines:
 
     @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
     def test_a_signal_while_packets_arrive_flushes_what_was_captured_and_exits_0(
-        self, veth: traffic.VethPair, start_sensor, pcap: Path, tmp_path: Path, sig: int
+        self, veth: netns.VethPair, start_sensor, pcap: Path, tmp_path: Path, sig: int
     ):
         """Every frame the sensor counted before the signal is in the output, whole."""
         out = tmp_path / "records.jsonl"
         sensor = start_sensor(veth.host_end, "--output", "jsonl", "--out", str(out))
 
-        traffic.replay(veth, pcap, pps=20_000, limit=1000)
+        netns.replay(veth, pcap, pps=20_000, limit=1000)
         code = sensor.stop(sig, timeout=30)
 
         assert 0 == code, sensor.log()
@@ -195,7 +195,7 @@ class TestCaptureToJsonLines:
         assert "Traceback" not in sensor.log()
 
     def test_an_idle_sensor_stops_on_sigterm_within_seconds(
-        self, veth: traffic.VethPair, start_sensor, tmp_path: Path
+        self, veth: netns.VethPair, start_sensor, tmp_path: Path
     ):
         """With no traffic at all, SIGTERM ends the capture promptly with exit code 0."""
         out = tmp_path / "records.jsonl"
@@ -227,7 +227,7 @@ def test_a_missing_interface_is_one_line_and_exit_2(tmp_path: Path):
 
 @pytest.fixture
 def live_to_kafka(
-    veth: traffic.VethPair, start_sensor, pcap: Path, kafka_bootstrap: str
+    veth: netns.VethPair, start_sensor, pcap: Path, kafka_bootstrap: str
 ) -> Iterator[Any]:
     """Start a sensor on an interface of ``veth`` publishing to a fresh topic, replay the pcap
     into the pair at 3,000 packets/s, stop the sensor, and return the batches on the topic."""
@@ -241,7 +241,7 @@ def live_to_kafka(
         sensor = start_sensor(
             iface, *flags, "--bootstrap-servers", kafka_bootstrap, "--packets-topic", topic
         )
-        sent = traffic.replay(veth, pcap, pps=3000)
+        sent = netns.replay(veth, pcap, pps=3000)
         sensor.wait_for(sent.sent)
         code = sensor.stop()
 
@@ -258,7 +258,7 @@ def live_to_kafka(
 @pytest.mark.kafka
 class TestCaptureToKafka:
     def test_every_replayed_packet_reaches_the_topic_as_valid_rows(
-        self, veth: traffic.VethPair, live_to_kafka, pcap: Path
+        self, veth: netns.VethPair, live_to_kafka, pcap: Path
     ):
         """All 3,000 frames are published, read back from the broker and pass validation."""
         from capture.encoding import invalid_rows
@@ -272,7 +272,7 @@ class TestCaptureToKafka:
         )
 
     def test_an_interface_in_another_namespace_publishes_from_the_sensors_own(
-        self, veth: traffic.VethPair, live_to_kafka
+        self, veth: netns.VethPair, live_to_kafka
     ):
         """--netns: the capture socket opens inside the namespace, whose loopback has no broker,
         while the records still reach the broker on this namespace's 127.0.0.1."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from rigs import ANTINEX, SensorLauncher, Topics, wait_until
-from support import traffic
+from support import netns, traffic
 
 pytestmark = pytest.mark.faults
 
@@ -17,18 +17,18 @@ CAPTURED = "antinex_sensor_packets_captured_total"
 
 
 @pytest.fixture
-def veth() -> Iterator[traffic.VethPair]:
-    reason = traffic.netns_unavailable()
+def veth() -> Iterator[netns.VethPair]:
+    reason = netns.netns_unavailable()
     if reason:
         pytest.skip(f"live capture needs a veth pair in a network namespace: {reason}")
-    with traffic.veth_in_namespace() as pair:
+    with netns.veth_in_namespace() as pair:
         yield pair
 
 
 @pytest.mark.netns
 @pytest.mark.slow
 def test_sensor_dropped_to_nobody_still_captures_on_its_open_socket(
-    veth: traffic.VethPair, sensors: SensorLauncher, tmp_path: Path
+    veth: netns.VethPair, sensors: SensorLauncher, tmp_path: Path
 ) -> None:
     """After the drop /proc shows nobody's uid and gid, no groups, and frames keep coming."""
     nobody = pwd.getpwnam("nobody")
@@ -40,7 +40,7 @@ def test_sensor_dropped_to_nobody_still_captures_on_its_open_socket(
     assert sensor.alive(), sensor.tail()
     ids = (sensor.status("Uid"), sensor.status("Gid"), sensor.status("Groups"))
 
-    sent = traffic.replay(veth, pcap, pps=2_000).sent
+    sent = netns.replay(veth, pcap, pps=2_000).sent
     wait_until(lambda: sensor.scrape_or_zero(CAPTURED) >= sent, 60, f"{sent} frames captured")
     assert 0 == sensor.stop()
 
