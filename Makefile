@@ -49,7 +49,7 @@ bench: broker
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-# The shipped default model, rebuilt from nothing: lab runs (as root, about 15 minutes), datasets,
+# The shipped default model, rebuilt from nothing: lab runs (as root, about 20 minutes), datasets,
 # audit, training, evaluation on held-out runs, leave-one-attack-type-out and the demo capture
 # check (about 40 minutes more on two cores). Every step's output goes to DEFAULT_MODEL_OUT;
 # DEFAULT_MODEL_FLAGS=--ship installs the new version in models/default and the demo capture in
