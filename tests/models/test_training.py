@@ -156,3 +156,37 @@ def test_without_log_compress_the_scaler_is_min_max_of_the_raw_training_rows(
     assert np.allclose(train_rows.max(axis=0), loaded.scaler.data_max)
     report = json.loads((out / "report" / REPORT_JSON).read_text())
     assert [] == report["scaler_log_features"]
+
+
+def test_the_default_model_rebuild_counts_flagged_packets_and_flows_per_run(
+    trained: Path, built_dataset: Path, tmp_path: Path
+) -> None:
+    """rebuild.py's per-run table: each run's counts are the model's own verdicts on that run,
+    and the three held-out runs together add up their packets."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "models" / "default" / "rebuild.py"
+    spec = importlib.util.spec_from_file_location("rebuild", path)
+    assert spec is not None and spec.loader is not None
+    rebuild = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rebuild)
+
+    runs = (*rebuild.HELDOUT_RUNS, rebuild.BUSY_HELDOUT_RUN)
+    counts = rebuild.flows_flagged(dict.fromkeys(runs, built_dataset), tmp_path, trained)
+
+    model = load(trained)
+    ds = load_dataset([built_dataset], progress=False)
+    scores, _ = model.scores(ds.matrix(model.manifest.features))
+    flagged = scores >= model.manifest.threshold
+    kinds = ds["attack_type"].astype(str)
+    one_run = counts[rebuild.HELDOUT_RUNS[0]]
+    assert sorted(set(kinds.tolist())) == sorted(one_run)
+    for kind, c in one_run.items():
+        rows = kinds == kind
+        assert int(rows.sum()) == c["packets"]
+        assert int(flagged[rows].sum()) == c["packets_flagged"]
+        assert 0 < c["flows"] <= c["packets"] and c["flagged"] <= c["flows"]
+    together = counts[" + ".join(rebuild.HELDOUT_RUNS)]
+    for kind, c in together.items():
+        assert len(rebuild.HELDOUT_RUNS) * one_run[kind]["packets"] == c["packets"]
+    assert (tmp_path / "flows.json").is_file()
