@@ -78,9 +78,9 @@ SCENARIOS = {
     "benign-busy": str(HERE / "benign-busy.json"),
     "benign-busy-2": str(HERE / "benign-busy-2.json"),
 }
-# Limitation: in `full` every host's hydra run is its first attack, so the model never sees a
-# brute force from a host whose context features still describe its own scan or flood; in the
-# held-out `quick` run, where that happens, not one brute-force packet is flagged.
+# Limitation: a host's context features carry its last minute, so an attack right after another
+# from the same host scores differently; `full` holds one such sequence (hydra after the host's
+# SYN flood, without which `quick`'s brute force went unflagged) and no other.
 TRAIN_RUNS = ("full", "benign-busy")
 HELDOUT_RUNS = ("quick", "scans", "web")
 BUSY_HELDOUT_RUN = "benign-busy-2"
