@@ -97,15 +97,6 @@ class LiveSensor:
 
 
 @pytest.fixture
-def veth() -> Iterator[netns.VethPair]:
-    reason = netns.netns_unavailable()
-    if reason:
-        pytest.skip(f"live capture tests need a veth pair in a network namespace: {reason}")
-    with netns.veth_in_namespace() as pair:
-        yield pair
-
-
-@pytest.fixture
 def start_sensor(tmp_path: Path) -> Iterator[Any]:
     """Start a LiveSensor; whatever still runs at the end of the test is killed."""
     started: list[LiveSensor] = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pwd
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,6 @@ from support import netns, traffic
 pytestmark = pytest.mark.faults
 
 CAPTURED = "antinex_sensor_packets_captured_total"
-
-
-@pytest.fixture
-def veth() -> Iterator[netns.VethPair]:
-    reason = netns.netns_unavailable()
-    if reason:
-        pytest.skip(f"live capture needs a veth pair in a network namespace: {reason}")
-    with netns.veth_in_namespace() as pair:
-        yield pair
 
 
 @pytest.mark.netns
